@@ -163,26 +163,34 @@ struct Header {
     escape: char,
     directives: Vec<Directive>,
     closed: bool,
+    /// What starts a directive line: `#` in Dockerfiles; `//` where a frontend's syntax
+    /// directive is searched in files of other formats.
+    comment: &'static str,
 }
 
 impl Default for Header {
     fn default() -> Header {
-        Header {
-            escape: '\\',
-            directives: Vec::new(),
-            closed: false,
-        }
+        Header::with_comment("#")
     }
 }
 
 impl Header {
+    fn with_comment(comment: &'static str) -> Header {
+        Header {
+            escape: '\\',
+            directives: Vec::new(),
+            closed: false,
+            comment,
+        }
+    }
+
     /// Feeds one line to the header: records a directive, or closes the header at the first
     /// line that is not one (a shebang on line 1 is passed over).
     fn observe(&mut self, line: &str, line_no: usize) -> Result<()> {
         if self.closed || (line_no == 1 && line.starts_with("#!")) {
             return Ok(());
         }
-        let Ok((_, (name, value))) = directive_line(line) else {
+        let Ok((_, (name, value))) = directive_line(line, self.comment) else {
             self.closed = true;
             return Ok(());
         };
@@ -220,14 +228,79 @@ impl Header {
         });
         Ok(())
     }
+
+    /// Reads the header of `text` to its end: the leading run of directive lines.
+    fn read(mut self, text: &str) -> Result<Header> {
+        for (index, line) in text.lines().enumerate() {
+            self.observe(line.trim_start(), index + 1)?;
+            if self.closed {
+                break;
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Returns the parser directives at the top of a Dockerfile (grammar rule `header`).
+///
+/// # Errors
+/// A repeated directive or an invalid escape character.
+pub fn header_directives(text: &str) -> Result<Vec<Directive>> {
+    Ok(Header::default().read(text)?.directives)
+}
+
+/// A directive found by [`detect_syntax`] or [`find_directive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundDirective {
+    /// The whole value, e.g. `docker/dockerfile:1 // options`.
+    pub value: String,
+    /// 1-based line it was found on.
+    pub line: usize,
+}
+
+impl FoundDirective {
+    /// The value up to its first space: for `syntax`, the frontend image reference.
+    pub fn reference(&self) -> &str {
+        self.value.split(' ').next().unwrap_or_default()
+    }
+}
+
+/// Finds the `# syntax=` directive the way a builder picks its frontend: a `#` directive, else
+/// a `//` one, else the `syntax` key of a file that is one JSON object.
+pub fn detect_syntax(text: &str) -> Option<FoundDirective> {
+    find_directive_as("syntax", text, &["#", "//"]).or_else(|| {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        Some(FoundDirective {
+            value: object.get("syntax")?.as_str()?.to_string(),
+            line: 1,
+        })
+    })
+}
+
+/// Finds the `# key=value` directive `key` at the top of `text`.
+pub fn find_directive(key: &str, text: &str) -> Option<FoundDirective> {
+    find_directive_as(key, text, &["#"])
+}
+
+fn find_directive_as(key: &str, text: &str, comments: &[&'static str]) -> Option<FoundDirective> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    comments.iter().find_map(|comment| {
+        let header = Header::with_comment(comment).read(text).ok()?;
+        let directive = header.directives.into_iter().find(|d| d.name == key)?;
+        Some(FoundDirective {
+            value: directive.value,
+            line: directive.line,
+        })
+    })
 }
 
 /// `directive_line = "#" blank* name blank* "=" blank* value blank*`
-/// where `name = letter (letter | digit)*` and the value is not empty.
-fn directive_line(line: &str) -> IResult<&str, (&str, &str)> {
+/// where `name = letter (letter | digit)*` and the value is not empty; `comment` stands for
+/// the `#`.
+fn directive_line<'a>(line: &'a str, comment: &str) -> IResult<&'a str, (&'a str, &'a str)> {
     let blanks = |input| take_while(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0c'))(input);
     let (input, (_, _, name, _, _, _)) = tuple((
-        tag("#"),
+        tag(comment),
         blanks,
         recognize(pair(
             satisfy(|c: char| c.is_ascii_alphabetic()),
@@ -378,11 +451,11 @@ mod tests {
 
     #[test]
     fn directive_line_reads_name_and_value() {
-        assert_eq!(directive_line("# escape = `  ").unwrap().1, ("escape", "`"));
-        assert_eq!(directive_line("#syntax=a b").unwrap().1, ("syntax", "a b"));
-        assert!(directive_line("# just a comment").is_err());
-        assert!(directive_line("# key=").is_err());
-        assert!(directive_line("#1key=v").is_err());
+        assert_eq!(directive_line("# escape = `  ", "#").unwrap().1, ("escape", "`"));
+        assert_eq!(directive_line("#syntax=a b", "#").unwrap().1, ("syntax", "a b"));
+        assert!(directive_line("# just a comment", "#").is_err());
+        assert!(directive_line("# key=", "#").is_err());
+        assert!(directive_line("#1key=v", "#").is_err());
     }
 
     #[test]

@@ -1,2 +1,3 @@
+mod parse;
 mod util;
 mod words;

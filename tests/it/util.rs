@@ -1,9 +1,18 @@
 //! Helpers shared by the integration tests.
 
-/// Writes a conformance count line straight to the process's stderr, past libtest's capture, so every run shows it.
-pub fn report(suite: &str, passed: usize, total: usize) {
-    use std::io::Write;
+use std::io::Write;
+
+/// Prints a conformance count line straight to the process's stderr, past libtest's capture,
+/// so every run shows it, then fails the test if any case failed.
+pub fn finish(suite: &str, total: usize, failures: &[String]) {
+    let passed = total.saturating_sub(failures.len());
     let _ = writeln!(std::io::stderr(), "conformance {suite}: {passed}/{total}");
+    assert!(
+        failures.is_empty(),
+        "{suite}: {} of {total} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Path of ../shared/conformance relative to the crate root.
