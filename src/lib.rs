@@ -12,3 +12,6 @@
 pub mod words;
 
 pub mod syntax;
+
+/// Renders located errors for the command line.
+pub mod diagnostic;
