@@ -84,6 +84,60 @@ pub enum ParseErrorKind {
     /// An instruction that may not appear where it is.
     #[error("{0}")]
     Misplaced(String),
+    /// A `--flag` that takes a value was written without `=value`.
+    #[error("flag '--{flag}' for {keyword} needs a value: expected '--{flag}=<value>'")]
+    MissingFlagValue {
+        /// The instruction, upper case.
+        keyword: String,
+        /// The flag name without dashes.
+        flag: String,
+    },
+    /// `ONBUILD ONBUILD`, `ONBUILD FROM` or `ONBUILD MAINTAINER`.
+    #[error("{keyword} isn't allowed as an ONBUILD trigger: expected an instruction such as RUN or COPY")]
+    OnbuildTrigger {
+        /// The nested instruction, upper case.
+        keyword: String,
+    },
+    /// An instruction that only has an exec form (SHELL) written in shell form.
+    #[error("{keyword} requires the arguments in JSON form: expected {keyword} [\"executable\", \"parameters\"]")]
+    NotJsonForm {
+        /// The instruction, upper case.
+        keyword: String,
+    },
+    /// A `RUN --mount` option key that does not exist.
+    #[error("unknown --mount option '{key}'")]
+    UnknownMountKey {
+        /// The key as written, lower-cased.
+        key: String,
+    },
+    /// A `RUN --mount` option the mount's type does not take (`size` on a bind mount, …).
+    #[error("--mount option '{key}' is not allowed for a {mount_type} mount")]
+    MountOptionNotAllowed {
+        /// The option key.
+        key: String,
+        /// The mount type in force when the option was read.
+        mount_type: String,
+    },
+    /// A secret mount with neither `id`, `source` nor `target`.
+    #[error("a secret mount needs a name: expected 'id=', 'source=' or 'target='")]
+    SecretMountWithoutName,
+    /// Two `RUN --mount` options that exclude each other.
+    #[error("--mount options '{first}' and '{second}' can't both be set")]
+    MountConflict {
+        /// The option read first.
+        first: String,
+        /// The option that conflicts with it.
+        second: String,
+    },
+    /// An instruction other than ARG before the first FROM.
+    #[error("{keyword} before the first FROM: expected only ARG instructions before FROM")]
+    BeforeFrom {
+        /// The instruction, upper case.
+        keyword: String,
+    },
+    /// A Dockerfile with instructions but no FROM.
+    #[error("the Dockerfile has no FROM instruction: expected at least one build stage")]
+    NoStages,
 }
 
 /// A parse failure with its place in the file and, where one exists, a suggestion.
@@ -175,7 +229,11 @@ mod tests {
             ("FROBNICATE", None),
         ];
         for (found, expected) in table {
-            assert_eq!(nearest(found, &keywords), expected, "suggestion for {found}");
+            assert_eq!(
+                nearest(found, &keywords),
+                expected,
+                "suggestion for {found}"
+            );
         }
     }
 }
