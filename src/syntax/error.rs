@@ -229,11 +229,7 @@ mod tests {
             ("FROBNICATE", None),
         ];
         for (found, expected) in table {
-            assert_eq!(
-                nearest(found, &keywords),
-                expected,
-                "suggestion for {found}"
-            );
+            assert_eq!(nearest(found, &keywords), expected, "suggestion for {found}");
         }
     }
 }
