@@ -170,6 +170,14 @@ impl ParseError {
         self.hint = Some(hint.into());
         self
     }
+
+    /// The same error with `hint` if there is one.
+    pub fn with_hint_if(mut self, hint: Option<String>) -> ParseError {
+        if hint.is_some() {
+            self.hint = hint;
+        }
+        self
+    }
 }
 
 /// The result type of the syntax stage.
@@ -180,12 +188,21 @@ pub type Result<T> = std::result::Result<T, ParseError>;
 pub fn nearest<'a>(found: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let found = found.to_lowercase();
     let limit = (found.chars().count() / 3).max(1);
+    let length = found.chars().count();
     candidates
         .iter()
+        // The distance is at least the difference in length; skipping hopeless candidates
+        // keeps a megabyte-long unknown word from costing a megabyte-sized table.
+        .filter(|candidate| candidate.chars().count().abs_diff(length) <= limit)
         .map(|candidate| (edit_distance(&found, &candidate.to_lowercase()), *candidate))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
+}
+
+/// Returns the hint "did you mean 'X'?" for the candidate nearest to `found`, if one is close.
+pub fn did_you_mean(found: &str, candidates: &[&str]) -> Option<String> {
+    nearest(found, candidates).map(|close| format!("did you mean '{close}'?"))
 }
 
 /// Levenshtein distance with adjacent transpositions counted as one edit.
@@ -196,8 +213,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -29,7 +29,7 @@ use self::values::{
     validate_port, validate_signal, validate_stage_name, DURATION_EXPECTED,
 };
 use super::ast::{Heredoc, Position, RawInstruction, Span};
-use super::error::{nearest, ParseError, ParseErrorKind, Result};
+use super::error::{did_you_mean, ParseError, ParseErrorKind, Result};
 use super::lines::parse_heredoc;
 
 /// Every instruction keyword, upper case.
@@ -434,10 +434,7 @@ pub fn parse_instruction(raw: &RawInstruction, escape: char) -> Result<Instructi
             keyword_position(raw),
         );
         error.end_line = raw.span.end_line.max(error.position.line);
-        return Err(match nearest(&raw.keyword, &KEYWORDS) {
-            Some(close) => error.with_hint(format!("did you mean '{close}'?")),
-            None => error,
-        });
+        return Err(error.with_hint_if(did_you_mean(&raw.keyword, &KEYWORDS)));
     };
     let command = match *keyword {
         "FROM" => Command::From(parse_from(raw, escape)?),
@@ -585,10 +582,7 @@ fn mount_flag(cx: &Context<'_>, flag: &GivenFlag, value: &str) -> Result<Mount> 
     parse_mount(value, flag.position, &|value| !is_literal(value, escape)).map_err(
         |MountError { kind, hint, offset }| {
             let error = cx.error(kind, flag.value_position(cx.raw, offset));
-            match hint {
-                Some(hint) => error.with_hint(hint),
-                None => error,
-            }
+            error.with_hint_if(hint)
         },
     )
 }
@@ -613,10 +607,7 @@ fn choose<T: std::marker::Copy>(
             expected: expected.to_string(),
         },
     );
-    Err(match nearest(value, &names) {
-        Some(close) => error.with_hint(format!("did you mean '{close}'?")),
-        None => error,
-    })
+    Err(error.with_hint_if(did_you_mean(value, &names)))
 }
 
 /// `cmd = "CMD" (exec_form | shell_form)`; `CMD []` clears the command.
@@ -755,10 +746,7 @@ pub fn parse_stopsignal(raw: &RawInstruction, escape: char) -> Result<String> {
     if cx.literal(&signal) {
         validate_signal(&signal).map_err(|(kind, hint)| {
             let error = cx.error(kind, cx.args_position());
-            match hint {
-                Some(hint) => error.with_hint(hint),
-                None => error,
-            }
+            error.with_hint_if(hint)
         })?;
     }
     Ok(signal)
@@ -1065,10 +1053,7 @@ pub fn parse_healthcheck(raw: &RawInstruction, escape: char) -> Result<Healthche
                 },
                 cx.args_position(),
             );
-            Err(match nearest(kind, &["CMD", "NONE"]) {
-                Some(close) => error.with_hint(format!("did you mean '{close}'?")),
-                None => error,
-            })
+            Err(error.with_hint_if(did_you_mean(kind, &["CMD", "NONE"])))
         }
     }
 }

@@ -177,10 +177,7 @@ pub(super) fn parse_flags(
                 keyword: keyword.to_string(),
                 flag: name.to_string(),
             });
-            return Err(match unknown_flag_hint(keyword, name, specs) {
-                Some(hint) => error.with_hint(hint),
-                None => error,
-            });
+            return Err(error.with_hint_if(unknown_flag_hint(keyword, name, specs)));
         };
         if spec.kind != FlagKind::Repeated && flags.get(spec.name).is_some() {
             return Err(fail(ParseErrorKind::DuplicateFlag {

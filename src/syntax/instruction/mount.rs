@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::values::{parse_go_bool, parse_size, parse_u32};
 use crate::syntax::ast::Position;
-use crate::syntax::error::{nearest, ParseErrorKind};
+use crate::syntax::error::{did_you_mean, ParseErrorKind};
 
 /// The canonical name of a `--mount` option; aliases are folded into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -376,7 +376,7 @@ impl Mount {
                         let names = MOUNT_TYPES.map(|(name, _)| name);
                         return Err((
                             invalid("--mount type", value, "bind, cache, tmpfs, secret or ssh"),
-                            nearest(value, &names).map(|close| format!("did you mean '{close}'?")),
+                            did_you_mean(value, &names),
                             Some(index),
                         ));
                     };
@@ -416,7 +416,7 @@ impl Mount {
                         let names = SHARING.map(|(name, _)| name);
                         return Err((
                             invalid("--mount sharing", value, "shared, private or locked"),
-                            nearest(value, &names).map(|close| format!("did you mean '{close}'?")),
+                            did_you_mean(value, &names),
                             Some(index),
                         ));
                     };
@@ -638,7 +638,7 @@ pub fn parse_mount(
             let names = KEYS.map(|(name, _)| name);
             return Err(fail(
                 ParseErrorKind::UnknownMountKey { key: key.clone() },
-                nearest(&key, &names).map(|close| format!("did you mean '{close}'?")),
+                did_you_mean(&key, &names),
                 field.offset,
             ));
         };

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::syntax::error::{nearest, ParseErrorKind};
+use crate::syntax::error::{did_you_mean, ParseErrorKind};
 
 /// Returns true if and only if `word` reads the same before and after shell-word expansion:
 /// it holds no `$`, no quote and no `escape` character. Other values are kept as written and
@@ -318,8 +318,7 @@ pub fn validate_signal(text: &str) -> Result<(), (ParseErrorKind, Option<String>
     }
     let names: Vec<String> = SIGNALS.iter().map(|name| format!("SIG{name}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let hint =
-        nearest(&format!("SIG{name}"), &names).map(|close| format!("did you mean '{close}'?"));
+    let hint = did_you_mean(&format!("SIG{name}"), &names);
     Err((
         invalid(
             "signal",
