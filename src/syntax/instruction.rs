@@ -301,13 +301,17 @@ pub enum Healthcheck {
     Cmd {
         /// The test command (shell form is stored as `CMD-SHELL` in the image).
         command: CommandLine,
-        /// `--interval`.
+        /// `--interval`, serialized as Go duration text (`1m30s`).
+        #[serde(serialize_with = "values::serialize_duration")]
         interval: Option<Duration>,
-        /// `--timeout`.
+        /// `--timeout`, serialized as Go duration text (`1m30s`).
+        #[serde(serialize_with = "values::serialize_duration")]
         timeout: Option<Duration>,
-        /// `--start-period`.
+        /// `--start-period`, serialized as Go duration text (`1m30s`).
+        #[serde(serialize_with = "values::serialize_duration")]
         start_period: Option<Duration>,
-        /// `--start-interval`.
+        /// `--start-interval`, serialized as Go duration text (`1m30s`).
+        #[serde(serialize_with = "values::serialize_duration")]
         start_interval: Option<Duration>,
         /// `--retries`.
         retries: Option<u32>,
@@ -1571,6 +1575,12 @@ mod tests {
             json["span"],
             serde_json::json!({"start_line": 2, "end_line": 2})
         );
+        let check = serde_json::to_value(
+            typed("FROM scratch\nHEALTHCHECK --interval=90s CMD true\n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(check["command"]["interval"], "1m30s");
+        assert_eq!(check["command"]["timeout"], serde_json::Value::Null);
         let run = serde_json::to_value(
             typed("FROM scratch\nRUN --mount=type=cache,target=/c make\n").unwrap(),
         )

@@ -127,6 +127,52 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     u64::try_from(total).ok().map(Duration::from_nanos)
 }
 
+/// Formats a duration as Go's `Duration.String` does (`1m30s`, `1h0m0s`, `1.5s`, `500ms`,
+/// `10µs`, `0s`), the form BuildKit writes into image history.
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    // `whole.fraction` of `value / 10^precision`, trailing zeros and a bare point dropped.
+    let fixed = |value: u128, precision: u32| {
+        let scale = 10u128.pow(precision);
+        let fraction = format!("{:0width$}", value % scale, width = precision as usize);
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.is_empty() {
+            (value / scale).to_string()
+        } else {
+            format!("{}.{fraction}", value / scale)
+        }
+    };
+    if nanos < 1_000_000_000 {
+        let (precision, unit) = match nanos {
+            0..=999 => (0, "ns"),
+            1_000..=999_999 => (3, "\u{b5}s"),
+            _ => (6, "ms"),
+        };
+        return format!("{}{unit}", fixed(nanos, precision));
+    }
+    let seconds = nanos / 1_000_000_000;
+    let second_text = fixed(seconds % 60 * 1_000_000_000 + nanos % 1_000_000_000, 9);
+    match (seconds / 3600, seconds / 60 % 60) {
+        (0, 0) => format!("{second_text}s"),
+        (0, minutes) => format!("{minutes}m{second_text}s"),
+        (hours, minutes) => format!("{hours}h{minutes}m{second_text}s"),
+    }
+}
+
+/// Serializes an optional duration as [`format_duration`] text, for JSON output.
+pub(crate) fn serialize_duration<S: serde::Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => serializer.serialize_str(&format_duration(*duration)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Parses an unsigned number the way Go's `strconv.ParseUint(text, radix, 32)` does: digits
 /// only (no sign, no prefix, no `_`), at most `u32::MAX`.
 pub fn parse_u32(text: &str, radix: u32) -> Option<u32> {
@@ -456,6 +502,33 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_duration(text), expected, "duration {text:?}");
+        }
+    }
+
+    #[test]
+    fn format_duration_follows_go() {
+        let table = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_nanos(1_500), "1.5\u{b5}s"),
+            (Duration::from_micros(10), "10\u{b5}s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_nanos(1_234_567), "1.234567ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(300), "5m0s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_millis(3_723_004), "1h2m3.004s"),
+            (
+                Duration::from_nanos(i64::MAX as u64),
+                "2562047h47m16.854775807s",
+            ),
+        ];
+        for (duration, text) in table {
+            assert_eq!(format_duration(duration), text, "{duration:?}");
+            assert_eq!(parse_duration(text), Some(duration), "{text}");
         }
     }
 
