@@ -268,7 +268,7 @@ pub struct Copy {
     /// Destination, unexpanded.
     pub destination: String,
     /// `--from` (COPY): a stage name or index, an image, or a named context. Never expanded,
-    /// so it holds no `$`.
+    /// so a `$` other than a final one is rejected at parse time.
     pub from: Option<String>,
     /// `--chown=user[:group]`, unexpanded.
     pub chown: Option<String>,
