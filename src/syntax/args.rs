@@ -50,8 +50,23 @@ fn is_blank(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\x0b' | '\x0c' | '\r')
 }
 
+/// How many ONBUILD levels the raw layer reads. A trigger may never be ONBUILD itself (the
+/// typed layer rejects the second level); the limit keeps `ONBUILD ONBUILD …` repeated a
+/// million times from recursing once per word and copying the rest of the line at each level.
+const MAX_ONBUILD_NESTING: usize = 8;
+
 /// `instruction_line = keyword (blank+ flags? arguments)?` — reads one logical line.
 pub(crate) fn instruction_line(line: &str, line_map: LineMap, escape: char) -> Result<RawInstruction> {
+    nested_instruction_line(line, line_map, escape, 0)
+}
+
+/// [`instruction_line`] for an instruction that is the trigger of `depth` ONBUILDs.
+fn nested_instruction_line(
+    line: &str,
+    line_map: LineMap,
+    escape: char,
+    depth: usize,
+) -> Result<RawInstruction> {
     let trimmed_start = line.len() - line.trim_start().len();
     let body = line.trim();
     let (after_keyword, (keyword, _)) = keyword_and_blanks(body);
@@ -152,8 +167,17 @@ pub(crate) fn instruction_line(line: &str, line_map: LineMap, escape: char) -> R
         }
         ArgumentForm::Nested => {
             if !args_text.is_empty() {
+                if depth >= MAX_ONBUILD_NESTING {
+                    let keyword_at = instruction.locate(trimmed_start);
+                    return Err(ParseError::new(
+                        ParseErrorKind::OnbuildTrigger {
+                            keyword: instruction.keyword.to_uppercase(),
+                        },
+                        keyword_at,
+                    ));
+                }
                 let nested_map = instruction.line_map.starting_at(args_offset);
-                let nested = instruction_line(args_text, nested_map, escape)?;
+                let nested = nested_instruction_line(args_text, nested_map, escape, depth + 1)?;
                 instruction.nested = Some(Box::new(nested));
             }
         }
@@ -382,6 +406,25 @@ mod tests {
         assert_eq!(json_array("['a']"), JsonArray::NotJson);
         assert_eq!(json_array("[1]"), JsonArray::NotStrings("1".into()));
         assert_eq!(json_array("echo"), JsonArray::NotJson);
+    }
+
+    #[test]
+    fn onbuild_nesting_is_bounded() {
+        let line = |depth: usize| format!("{}RUN x", "ONBUILD ".repeat(depth));
+        let shallow = instruction_line(&line(2), LineMap::default(), '\\').unwrap();
+        assert_eq!(shallow.dump(), "onbuild (onbuild (run \"x\"))");
+        let mut map = LineMap::default();
+        map.push(0, super::super::ast::Position { line: 3, column: 1 });
+        // Deep enough to overflow the stack if every level recursed.
+        let error = instruction_line(&line(200_000), map, '\\').unwrap_err();
+        assert_eq!(
+            error.kind,
+            ParseErrorKind::OnbuildTrigger {
+                keyword: "ONBUILD".into()
+            }
+        );
+        let column = 1 + "ONBUILD ".len() * MAX_ONBUILD_NESTING;
+        assert_eq!(error.position, super::super::ast::Position { line: 3, column });
     }
 
     #[test]

@@ -1,3 +1,4 @@
 mod parse;
+mod robustness;
 mod util;
 mod words;
