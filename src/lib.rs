@@ -3,8 +3,11 @@
 //! The pipeline, one module per stage, declared in pipeline order; data flows one way:
 //!
 //! ```text
-//!  Dockerfile bytes ──syntax──▶ Dockerfile (typed instructions)
-//!                   ──graph───▶ BuildGraph (stages, steps, expanded words, dependencies)
+//!  Dockerfile bytes ──syntax::parse──▶ Parsed (lossless tree + typed instructions)
+//!  Parsed + BuildOptions (build args, target, platforms)
+//!                   ──graph::lower──▶ BuildGraph (needed stages in build order: base,
+//!                                     platform, dependencies, steps with expanded words
+//!                                     and the build args each uses)
 //! ```
 //!
 //! [`words`] is the shell-word lexer both stages use.
@@ -12,6 +15,8 @@
 pub mod words;
 
 pub mod syntax;
+
+pub mod graph;
 
 /// Renders located errors for the command line.
 pub mod diagnostic;
