@@ -791,3 +791,107 @@ fn errors_on_continuation_lines_point_at_the_word() {
     let error = graph_with(text, &options(&[], None)).unwrap_err();
     assert_eq!(error.position, Some(Position { line: 3, column: 3 }));
 }
+
+/// Reads a fixture's `options` file: one setting per line, `build-arg NAME=VALUE`,
+/// `target NAME`, `build-platform P` or `target-platform P`. Both platforms default to
+/// linux/amd64 so the output does not depend on the machine.
+fn fixture_options(text: &str) -> BuildOptions {
+    let mut options = options(&[], None);
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let (setting, value) = line.split_once(' ').unwrap_or((line, ""));
+        let local = Platform::new("linux", "amd64", "");
+        match setting {
+            "build-arg" => {
+                let (name, value) = value.split_once('=').unwrap_or((value, ""));
+                options.build_args.insert(name.into(), value.into());
+            }
+            "target" => options.target = Some(value.into()),
+            "build-platform" => options.build_platform = Platform::parse(value, &local).unwrap(),
+            "target-platform" => options.target_platform = Platform::parse(value, &local).unwrap(),
+            other => panic!("unknown fixture option {other:?}"),
+        }
+    }
+    options
+}
+
+/// Checks that Graphviz accepts `dot`, when Graphviz is installed.
+fn dot_accepts(dot: &str) -> Option<std::result::Result<(), String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("dot")
+        .arg("-Tcanon")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(dot.as_bytes()));
+    let output = child.wait_with_output().ok()?;
+    Some(match (written, output.status.success()) {
+        (Some(Ok(())), true) => Ok(()),
+        _ => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    })
+}
+
+/// Every `fixtures/graph/<case>/` renders to its `expected-dag` and `expected-dot`
+/// (`BLESS=1` rewrites them), and Graphviz, when installed, accepts the dot.
+#[test]
+fn golden_renderings() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/graph");
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("fixtures/graph")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.join("Dockerfile").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 7, "fixtures/graph has {} cases", cases.len());
+    let mut checked_dot = 0;
+    for case in &cases {
+        let read = |name: &str| std::fs::read_to_string(case.join(name)).unwrap_or_default();
+        let options = fixture_options(&read("options"));
+        let parsed = parse(read("Dockerfile").as_bytes()).expect("fixture parses");
+        let graph = lower(&parsed, &options).unwrap_or_else(|error| panic!("{case:?}: {error}"));
+        for (name, actual) in [
+            ("expected-dag", graph.render_tree()),
+            ("expected-dot", graph.render_dot()),
+        ] {
+            if bless {
+                std::fs::write(case.join(name), &actual).expect("write fixture");
+            } else {
+                assert_eq!(actual, read(name), "{case:?} {name}");
+            }
+        }
+        match dot_accepts(&graph.render_dot()) {
+            Some(result) => {
+                assert_eq!(result, Ok(()), "{case:?}: dot rejects the output");
+                checked_dot += 1;
+            }
+            None => eprintln!("graph fixtures: dot not installed, Graphviz check skipped"),
+        }
+    }
+    eprintln!(
+        "graph fixtures: {}/{} renderings, {checked_dot} checked by dot",
+        cases.len(),
+        cases.len()
+    );
+}
+
+#[test]
+fn dot_strings_escape_quotes_backslashes_and_newlines() {
+    let text = "FROM scratch\nARG X\nLABEL a=\"q\\\"uote\" b=back\\\\slash\nWORKDIR /$X\n";
+    let graph = graph(text, &[("X", "a\nb")]);
+    let dot = graph.render_dot();
+    assert!(
+        dot.contains(r#"[label="[2/3] LABEL a=\"q\"uote\" b=back\\slash"];"#),
+        "{dot}"
+    );
+    assert!(dot.contains(r#"[label="[3/3] WORKDIR /a\nb"];"#), "{dot}");
+    assert!(graph.render_tree().contains("  [3/3] WORKDIR /a\\nb\n"));
+    if let Some(result) = dot_accepts(&dot) {
+        assert_eq!(result, Ok(()));
+    }
+}
