@@ -41,6 +41,9 @@ pub enum ParseErrorKind {
         /// The offending word.
         word: String,
     },
+    /// Continuation lines that joined into nothing (`\` alone on its lines).
+    #[error("line continuation without an instruction: expected an instruction keyword such as RUN")]
+    EmptyInstruction,
     /// A keyword that is not a Dockerfile instruction.
     #[error("unknown instruction '{found}'")]
     UnknownInstruction {

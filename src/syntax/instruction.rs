@@ -98,7 +98,7 @@ pub struct FlagSite {
 
 /// The instructions of a Dockerfile, by keyword.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "instruction", rename_all = "UPPERCASE")]
+#[serde(tag = "instruction", content = "arguments", rename_all = "UPPERCASE")]
 pub enum Command {
     /// `FROM [--platform=P] image [AS name]`
     From(From),
@@ -431,12 +431,14 @@ pub fn parse_instruction(raw: &RawInstruction, escape: char) -> Result<Instructi
         .iter()
         .find(|keyword| keyword.eq_ignore_ascii_case(&keyword_lower))
     else {
-        let mut error = ParseError::new(
+        let kind = if raw.keyword.is_empty() {
+            ParseErrorKind::EmptyInstruction
+        } else {
             ParseErrorKind::UnknownInstruction {
                 found: raw.keyword.clone(),
-            },
-            keyword_position(raw),
-        );
+            }
+        };
+        let mut error = ParseError::new(kind, keyword_position(raw));
         error.end_line = raw.span.end_line.max(error.position.line);
         return Err(error.with_hint_if(did_you_mean(&raw.keyword, &KEYWORDS)));
     };

@@ -102,7 +102,8 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
 
         if may_take_heredocs(&instruction) && logical.contains("<<") {
             let start = instruction.locate(0);
-            for mut doc in heredocs_from_line(&logical).map_err(|kind| ParseError::new(kind, start))? {
+            let docs = heredocs_from_line(&logical).map_err(|kind| ParseError::new(kind, start))?;
+            for (index, mut doc) in docs.into_iter().enumerate() {
                 let mut terminated = false;
                 for physical in lines.by_ref() {
                     line_no += 1;
@@ -117,8 +118,14 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
                     doc.content.push_str(physical);
                 }
                 if !terminated {
+                    // The index-th `<<` is this heredoc's marker unless a quoted `<<` came
+                    // first; then the caret lands on that one, still on the right line.
+                    let marker = logical
+                        .match_indices("<<")
+                        .nth(index)
+                        .map_or(start, |(offset, _)| instruction.locate(offset));
                     let mut error =
-                        ParseError::new(ParseErrorKind::UnterminatedHeredoc(doc.name), start);
+                        ParseError::new(ParseErrorKind::UnterminatedHeredoc(doc.name), marker);
                     error.end_line = line_no;
                     return Err(error);
                 }

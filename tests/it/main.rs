@@ -1,3 +1,4 @@
+mod cli;
 mod parse;
 mod robustness;
 mod util;
