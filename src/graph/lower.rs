@@ -65,18 +65,10 @@ pub fn lower(parsed: &Parsed, options: &BuildOptions) -> Result<BuildGraph> {
         }
     }
 
-    let names = stage_names(&stage_instructions)?;
+    let names = StageNames::new(&stage_instructions)?;
     let mut headers = Vec::with_capacity(stage_instructions.len());
-    for (index, (from_instruction, body)) in stage_instructions.iter().enumerate() {
-        headers.push(lower_from(
-            index,
-            from_instruction,
-            body,
-            &names,
-            &global,
-            options,
-            lexer,
-        )?);
+    for (index, stage) in stage_instructions.iter().enumerate() {
+        headers.push(lower_from(index, stage, &names, &global, options, lexer)?);
     }
     let references = headers
         .iter()
@@ -94,19 +86,18 @@ pub fn lower(parsed: &Parsed, options: &BuildOptions) -> Result<BuildGraph> {
         consumed: &mut consumed,
     };
     let mut stages: Vec<Stage> = Vec::with_capacity(needed.len());
-    let mut scopes: BTreeMap<usize, Scope> = BTreeMap::new();
+    // What a stage built on a lowered stage starts from: its platform and final scope.
+    let mut ends: BTreeMap<usize, (Platform, Scope)> = BTreeMap::new();
     for index in needed {
         let header = &headers[index];
         let base = match header.base {
-            Base::Stage(base) => stages
-                .iter()
-                .find(|stage| stage.index == base)
-                .zip(scopes.get(&base))
-                .map(|(stage, scope)| (stage.platform.clone(), scope.clone(), headers[base].body)),
+            Base::Stage(base) => ends.get(&base).cloned(),
             _ => None,
         };
-        let (stage, scope) = lower_stage(&mut context, header, &references[index], base)?;
-        scopes.insert(index, scope);
+        let triggers = inherited_triggers(header, &headers);
+        let (stage, scope) =
+            lower_stage(&mut context, header, &triggers, &references[index], base)?;
+        ends.insert(index, (stage.platform.clone(), scope));
         stages.push(stage);
     }
 
@@ -156,56 +147,96 @@ fn check_build_args(options: &BuildOptions) -> Result<()> {
     Ok(())
 }
 
-/// The instructions before the first FROM (only ARGs, the syntax stage checks), and each
-/// stage's FROM with the instructions up to the next FROM.
-fn split_stages(
-    instructions: &[Instruction],
-) -> (&[Instruction], Vec<(&Instruction, &[Instruction])>) {
-    let first = instructions
-        .iter()
-        .position(|instruction| matches!(instruction.command, Command::From(_)))
-        .unwrap_or(instructions.len());
-    let (global, rest) = instructions.split_at(first);
-    let mut stages = Vec::new();
-    let mut start = 0;
-    while start < rest.len() {
-        let end = rest[start + 1..]
-            .iter()
-            .position(|instruction| matches!(instruction.command, Command::From(_)))
-            .map_or(rest.len(), |at| start + 1 + at);
-        stages.push((&rest[start], &rest[start + 1..end]));
-        start = end;
-    }
-    (global, stages)
+/// A stage as written: its FROM and the instructions up to the next FROM.
+struct RawStage<'a> {
+    instruction: &'a Instruction,
+    from: &'a From,
+    body: &'a [Instruction],
 }
 
-/// The name of every stage, checking that no name is used twice.
-fn stage_names(stages: &[(&Instruction, &[Instruction])]) -> Result<Vec<Option<String>>> {
-    let mut names: Vec<Option<String>> = Vec::with_capacity(stages.len());
-    for (instruction, _) in stages {
+/// The instructions before the first FROM (only ARGs, the syntax stage checks), and the
+/// stages.
+fn split_stages(instructions: &[Instruction]) -> (&[Instruction], Vec<RawStage<'_>>) {
+    let mut global_end = instructions.len();
+    let mut stages: Vec<RawStage<'_>> = Vec::new();
+    let mut body_start = 0;
+    for (at, instruction) in instructions.iter().enumerate() {
         let Command::From(from) = &instruction.command else {
-            names.push(None);
             continue;
         };
-        if let Some(name) = &from.alias {
-            if let Some(first) = names
-                .iter()
-                .position(|earlier| earlier.as_ref() == Some(name))
-            {
-                let first_line = stages[first].0.position.line;
-                return Err(GraphError::at(
-                    GraphErrorKind::DuplicateStage {
-                        name: name.clone(),
-                        first_line,
-                    },
-                    from.alias_position.unwrap_or(instruction.position),
-                )
-                .with_hint("give each stage its own name"));
-            }
+        match stages.last_mut() {
+            Some(previous) => previous.body = &instructions[body_start..at],
+            None => global_end = at,
         }
-        names.push(from.alias.clone());
+        stages.push(RawStage {
+            instruction,
+            from,
+            body: &[],
+        });
+        body_start = at + 1;
     }
-    Ok(names)
+    if let Some(last) = stages.last_mut() {
+        last.body = &instructions[body_start.min(instructions.len())..];
+    }
+    (&instructions[..global_end], stages)
+}
+
+/// The names of all stages, by index and by name.
+struct StageNames {
+    names: Vec<Option<String>>,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl StageNames {
+    /// Reads every stage's name, checking that no name is used twice.
+    fn new(stages: &[RawStage<'_>]) -> Result<StageNames> {
+        let mut names = StageNames {
+            names: Vec::with_capacity(stages.len()),
+            by_name: BTreeMap::new(),
+        };
+        for (index, stage) in stages.iter().enumerate() {
+            if let Some(name) = &stage.from.alias {
+                if let Some(&first) = names.by_name.get(name) {
+                    return Err(GraphError::at(
+                        GraphErrorKind::DuplicateStage {
+                            name: name.clone(),
+                            first_line: stages[first].instruction.position.line,
+                        },
+                        stage
+                            .from
+                            .alias_position
+                            .unwrap_or(stage.instruction.position),
+                    )
+                    .with_hint("give each stage its own name"));
+                }
+                names.by_name.insert(name.clone(), index);
+            }
+            names.names.push(stage.from.alias.clone());
+        }
+        Ok(names)
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&str> {
+        self.names.get(index).and_then(Option::as_deref)
+    }
+
+    /// The stage named exactly `name` (names are stored lower case).
+    fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The stage named `name` in any case, as `--from` and `--target` look names up.
+    fn find_any_case(&self, name: &str) -> Option<usize> {
+        self.find(&name.to_lowercase())
+    }
+
+    fn describe(&self, index: usize) -> String {
+        describe(index, self.get(index))
+    }
 }
 
 /// `ARG` before the first FROM: each name takes its `--build-arg` value, else its default
@@ -264,22 +295,13 @@ struct Header<'a> {
 /// an image word naming this stage's successor or any later stage.
 fn lower_from<'a>(
     index: usize,
-    instruction: &Instruction,
-    body: &'a [Instruction],
-    names: &[Option<String>],
+    stage: &RawStage<'a>,
+    names: &StageNames,
     global: &Vars,
     options: &BuildOptions,
     lexer: Lexer,
 ) -> Result<Header<'a>> {
-    let Command::From(from) = &instruction.command else {
-        // split_stages only starts stages at FROM.
-        return Err(GraphError::at(
-            GraphErrorKind::EmptyBase {
-                expression: instruction.source.clone(),
-            },
-            instruction.position,
-        ));
-    };
+    let (instruction, from) = (stage.instruction, stage.from);
     let mut words = Words::new(lexer, instruction);
     let image = words.word(global, &from.image, instruction.args_position, 0)?;
     if image.is_empty() {
@@ -322,16 +344,13 @@ fn lower_from<'a>(
         expanded_platform = Some(value);
     }
 
-    let base = match names
-        .iter()
-        .position(|name| name.as_deref() == Some(image.as_str()))
-    {
+    let base = match names.find(&image) {
         Some(stage) if stage < index => Base::Stage(stage),
         Some(stage) if stage > index => {
             return Err(GraphError::at(
                 GraphErrorKind::StageDefinedLater {
-                    user: describe(index, names.get(index).and_then(Option::as_deref)),
-                    stage: describe(stage, Some(&image)),
+                    user: names.describe(index),
+                    stage: names.describe(stage),
                     via: "FROM",
                 },
                 instruction.args_position,
@@ -365,12 +384,12 @@ fn lower_from<'a>(
         .collect();
     Ok(Header {
         index,
-        name: names.get(index).cloned().flatten(),
+        name: names.get(index).map(str::to_string),
         from: expanded,
         from_args,
         base,
         platform,
-        body,
+        body: stage.body,
     })
 }
 
@@ -414,7 +433,7 @@ fn inherited_triggers<'a>(header: &Header<'_>, headers: &'a [Header<'a>]) -> Vec
 fn stage_references(
     header: &Header<'_>,
     headers: &[Header<'_>],
-    names: &[Option<String>],
+    names: &StageNames,
 ) -> Result<Vec<Reference>> {
     let steps = inherited_triggers(header, headers)
         .into_iter()
@@ -470,7 +489,7 @@ fn go_atoi(text: &str) -> Option<i64> {
 
 /// `COPY --from=<value>`: an index (any number, as BuildKit tries `Atoi` first), a stage
 /// name (case-insensitive), `scratch`, or else an image or named context.
-fn copy_source(from: &str, names: &[Option<String>], at: Position) -> Result<Source> {
+fn copy_source(from: &str, names: &StageNames, at: Position) -> Result<Source> {
     if let Some(index) = go_atoi(from) {
         return match usize::try_from(index)
             .ok()
@@ -492,12 +511,8 @@ fn copy_source(from: &str, names: &[Option<String>], at: Position) -> Result<Sou
 }
 
 /// A stage by name, `scratch`, or an image.
-fn named_source(from: &str, names: &[Option<String>]) -> Source {
-    let lower = from.to_lowercase();
-    match names
-        .iter()
-        .position(|name| name.as_deref() == Some(lower.as_str()))
-    {
+fn named_source(from: &str, names: &StageNames) -> Source {
+    match names.find_any_case(from) {
         Some(stage) => Source::Stage(stage),
         None if from == "scratch" => Source::Scratch,
         None => Source::Image(from.to_string()),
@@ -506,11 +521,11 @@ fn named_source(from: &str, names: &[Option<String>]) -> Source {
 
 /// `RUN --mount=from=<value>`: BuildKit looks mount sources up by name only, so a number
 /// would silently become an image; kiln rejects it.
-fn mount_source_name(from: &str, names: &[Option<String>], at: Position) -> Result<Source> {
+fn mount_source_name(from: &str, names: &StageNames, at: Position) -> Result<Source> {
     if let Some(index) = go_atoi(from) {
         let hint = usize::try_from(index)
             .ok()
-            .and_then(|index| names.get(index).cloned().flatten())
+            .and_then(|index| names.get(index))
             .map_or_else(
                 || "name the stage with FROM <image> AS <name> and use from=<name>".to_string(),
                 |name| format!("use the stage's name: from={name}"),
@@ -596,18 +611,14 @@ fn check_cycles(headers: &[Header<'_>], references: &[Vec<Reference>]) -> Result
 }
 
 /// The stage `--target` names (case-insensitive), else the last.
-fn select_target(options: &BuildOptions, names: &[Option<String>]) -> Result<usize> {
+fn select_target(options: &BuildOptions, names: &StageNames) -> Result<usize> {
     let Some(target) = &options.target else {
         return Ok(names.len().saturating_sub(1));
     };
-    let lower = target.to_lowercase();
-    if let Some(index) = names
-        .iter()
-        .position(|name| name.as_deref() == Some(lower.as_str()))
-    {
+    if let Some(index) = names.find_any_case(target) {
         return Ok(index);
     }
-    let named: Vec<&str> = names.iter().filter_map(Option::as_deref).collect();
+    let named: Vec<&str> = names.names.iter().filter_map(Option::as_deref).collect();
     let hint = match nearest(target, &named) {
         Some(close) => format!("did you mean '{close}'?"),
         None if named.is_empty() => {
@@ -667,7 +678,7 @@ struct Context<'a> {
     options: &'a BuildOptions,
     lexer: Lexer,
     global: &'a Vars,
-    names: &'a [Option<String>],
+    names: &'a StageNames,
     /// Every ARG name declared so far, for the unused build-arg warning.
     consumed: &'a mut BTreeSet<String>,
 }
@@ -681,45 +692,27 @@ struct Context<'a> {
 fn lower_stage(
     context: &mut Context<'_>,
     header: &Header<'_>,
+    triggers: &[&Instruction],
     references: &[Reference],
-    base: Option<(Platform, Scope, &[Instruction])>,
+    base: Option<(Platform, Scope)>,
 ) -> Result<(Stage, Scope)> {
-    let target_platform = &context.options.target_platform;
-    let (platform, mut scope, triggers) = match (&header.base, base) {
-        (Base::Stage(_), Some((platform, scope, base_body))) => {
-            let triggers: Vec<&Instruction> = base_body
-                .iter()
-                .filter_map(|instruction| match &instruction.command {
-                    Command::Onbuild(trigger) => Some(trigger.as_ref()),
-                    _ => None,
-                })
-                .collect();
-            (platform, scope, triggers)
-        }
-        (Base::Image(image), _) => {
+    let (platform, mut scope) = match (&header.base, base) {
+        (Base::Stage(_), Some(start)) => start,
+        (base, _) => {
             let platform = header
                 .platform
                 .clone()
-                .unwrap_or_else(|| target_platform.clone());
-            let env = context
-                .options
-                .base_env
-                .get(image)
-                .map_or(&[][..], Vec::as_slice);
-            let scope = Scope::from_image(env, &platform.os);
-            (platform, scope, Vec::new())
-        }
-        _ => {
-            let platform = header
-                .platform
-                .clone()
-                .unwrap_or_else(|| target_platform.clone());
-            let scope = Scope::from_image(&[], &platform.os);
-            (platform, scope, Vec::new())
+                .unwrap_or_else(|| context.options.target_platform.clone());
+            let env = match base {
+                Base::Image(image) => context.options.base_env.get(image).map(Vec::as_slice),
+                _ => None,
+            };
+            let scope = Scope::from_image(env.unwrap_or_default(), &platform.os);
+            (platform, scope)
         }
     };
     let mut steps = Vec::with_capacity(triggers.len() + header.body.len());
-    for trigger in &triggers {
+    for trigger in triggers {
         steps.push(lower_step(context, &mut scope, trigger, true)?);
     }
     for instruction in header.body {
@@ -1032,7 +1025,7 @@ fn lower_run(
     scope: &Scope,
     words: &mut Words<'_>,
     run: &Run,
-    names: &[Option<String>],
+    names: &StageNames,
 ) -> Result<(Run, Vec<StepMount>)> {
     let mut expanded = Vec::with_capacity(run.mounts.len());
     let mut resolved = Vec::with_capacity(run.mounts.len());
@@ -1059,11 +1052,7 @@ fn lower_run(
 
 /// Where a mount reads from: tmpfs, secret and ssh mounts read nothing; a cache mount without
 /// `from` starts empty; a bind mount without `from` reads the build context.
-fn mount_source(
-    mount: &ResolvedMount,
-    names: &[Option<String>],
-    at: Position,
-) -> Result<Option<Source>> {
+fn mount_source(mount: &ResolvedMount, names: &StageNames, at: Position) -> Result<Option<Source>> {
     Ok(match (mount.kind, &mount.from) {
         (MountType::Tmpfs | MountType::Secret | MountType::Ssh, _) => None,
         (_, Some(from)) => Some(mount_source_name(from, names, at)?),

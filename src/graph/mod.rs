@@ -60,7 +60,10 @@ pub struct BuildGraph {
 impl BuildGraph {
     /// The stage with Dockerfile index `index`, if the target needs it.
     pub fn stage(&self, index: usize) -> Option<&Stage> {
-        self.stages.iter().find(|stage| stage.index == index)
+        self.stages
+            .binary_search_by_key(&index, |stage| stage.index)
+            .ok()
+            .and_then(|at| self.stages.get(at))
     }
 
     /// The indexes of the needed stages, in build order.

@@ -22,6 +22,8 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use super::options::BuildOptions;
 use super::ArgValues;
 use crate::words::Env;
@@ -89,26 +91,28 @@ struct Binding {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vars {
     bindings: Vec<Binding>,
+    /// Where each name is in `bindings`, so that long ENV lists stay linear.
+    index: BTreeMap<String, usize>,
 }
 
 impl Vars {
     /// Sets `name` to `value`, keeping its place when it is already set.
     pub fn set(&mut self, name: &str, value: &str, origin: Origin) {
-        match self
-            .bindings
-            .iter_mut()
-            .find(|binding| binding.name == name)
+        if let Some(binding) = self
+            .index
+            .get(name)
+            .and_then(|at| self.bindings.get_mut(*at))
         {
-            Some(binding) => {
-                binding.value = value.to_string();
-                binding.origin = origin;
-            }
-            None => self.bindings.push(Binding {
-                name: name.to_string(),
-                value: value.to_string(),
-                origin,
-            }),
+            binding.value = value.to_string();
+            binding.origin = origin;
+            return;
         }
+        self.index.insert(name.to_string(), self.bindings.len());
+        self.bindings.push(Binding {
+            name: name.to_string(),
+            value: value.to_string(),
+            origin,
+        });
     }
 
     /// Where the value of `name` came from, `None` when it is unset.
@@ -124,7 +128,7 @@ impl Vars {
     }
 
     fn binding(&self, name: &str) -> Option<&Binding> {
-        self.bindings.iter().find(|binding| binding.name == name)
+        self.index.get(name).and_then(|at| self.bindings.get(*at))
     }
 }
 
@@ -162,9 +166,9 @@ pub fn platform_args(options: &BuildOptions) -> Vars {
 pub struct Scope {
     /// The expansion environment: image variables, ENV and ARG values.
     pub vars: Vars,
-    /// ARGs declared so far (a base stage's included), in first-declared order, with the value
-    /// each took (`None` when it has no value).
-    args: Vec<(String, Option<String>)>,
+    /// ARGs declared so far (a base stage's included), with the value each took (`None`
+    /// when it has no value).
+    args: ArgValues,
 }
 
 impl Scope {
@@ -180,18 +184,14 @@ impl Scope {
         }
         Scope {
             vars,
-            args: Vec::new(),
+            args: ArgValues::new(),
         }
     }
 
     /// Records `ARG name` with the value it took, and adds the value to the environment.
     pub fn declare(&mut self, name: &str, value: Option<&str>) {
-        match self.args.iter_mut().find(|(declared, _)| declared == name) {
-            Some((_, old)) => *old = value.map(str::to_string),
-            None => self
-                .args
-                .push((name.to_string(), value.map(str::to_string))),
-        }
+        self.args
+            .insert(name.to_string(), value.map(str::to_string));
         if let Some(value) = value {
             self.vars.set(name, value, Origin::Arg);
         }
@@ -199,7 +199,7 @@ impl Scope {
 
     /// Returns true if and only if `name` was declared by an ARG in this scope.
     pub fn is_declared(&self, name: &str) -> bool {
-        self.args.iter().any(|(declared, _)| declared == name)
+        self.args.contains_key(name)
     }
 
     /// Every declared ARG with the value a RUN sees for it: the environment's value when the
