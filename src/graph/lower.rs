@@ -292,7 +292,7 @@ struct Header<'a> {
 ///
 /// # Errors
 /// An expansion error, an image or platform that expands to nothing, an invalid platform, and
-/// an image word naming this stage's successor or any later stage.
+/// an image word that names a later stage.
 fn lower_from<'a>(
     index: usize,
     stage: &RawStage<'a>,
