@@ -72,6 +72,12 @@ impl Env for NoEnv {
 /// beyond any real Dockerfile.
 pub const MAX_NESTING: usize = 128;
 
+/// How many bytes the `${name/pattern/replacement}` forms of one word may insert in total
+/// before processing fails. Each level of `${a//x/${a//x/…}}` multiplies the length by the
+/// number of matches, so a few hundred bytes of input can ask for gigabytes; BuildKit has no
+/// limit and runs out of memory. 16 MiB is far beyond any real substitution.
+pub const MAX_REPLACED_BYTES: usize = 16 << 20;
+
 /// Lexer settings; the flags mirror the options of BuildKit's `Lex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lexer {
@@ -172,6 +178,7 @@ impl Lexer {
             pos: 0,
             raw_escapes: self.raw_escapes,
             depth: 0,
+            replace_budget: MAX_REPLACED_BYTES,
             capture,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -294,6 +301,8 @@ struct Shell<'a, E: ?Sized> {
     /// compiler.
     raw_escapes: bool,
     depth: usize,
+    /// What the replacement forms may still insert, from [`MAX_REPLACED_BYTES`].
+    replace_budget: usize,
     capture: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -612,10 +621,17 @@ impl<'a, E: Env + ?Sized> Shell<'a, E> {
             )
         })?;
         let text: Vec<char> = value.chars().collect();
-        Ok(if all {
-            replace_all(&program, &text, &replacement)
+        let budget = &mut self.replace_budget;
+        let replaced = if all {
+            replace_all(&program, &text, &replacement, budget)
         } else {
-            replace_first(&program, &text, &replacement)
+            replace_first(&program, &text, &replacement, budget)
+        };
+        replaced.ok_or_else(|| {
+            self.fail_at(
+                start,
+                format!("substitution too large: replacements may insert at most {MAX_REPLACED_BYTES} bytes per word"),
+            )
         })
     }
 
@@ -803,24 +819,37 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Strin
 
 /// Rule `replace_first`: the leftmost match; among matches starting there,
 /// the one Go's leftmost-first semantics with greedy `*` picks (the longest).
-/// The replacement is inserted literally.
-fn replace_first(program: &[Tok], text: &[char], replacement: &str) -> String {
-    match find(program, true, text, 0, false) {
+/// The replacement is inserted literally. `None` when that would take more than `budget`
+/// bytes, which is reduced by what was inserted.
+fn replace_first(
+    program: &[Tok],
+    text: &[char],
+    replacement: &str,
+    budget: &mut usize,
+) -> Option<String> {
+    Some(match find(program, true, text, 0, false) {
         Some((start, end)) => {
+            *budget = budget.checked_sub(replacement.len())?;
             let mut out: String = text[..start].iter().collect();
             out.push_str(replacement);
             out.extend(&text[end..]);
             out
         }
         None => text.iter().collect(),
-    }
+    })
 }
 
 /// Rule `replace_all`: every non-overlapping match, scanning as Go's
 /// `Regexp.ReplaceAllString` does: an empty match right after a previous match
 /// is skipped, and the replacement is a Go regexp template (see
-/// `expand_template`).
-fn replace_all(program: &[Tok], text: &[char], replacement: &str) -> String {
+/// `expand_template`). `None` when the replacements would take more than `budget` bytes,
+/// which is reduced by what was inserted.
+fn replace_all(
+    program: &[Tok],
+    text: &[char],
+    replacement: &str,
+    budget: &mut usize,
+) -> Option<String> {
     let mut out = String::new();
     let mut last_end = 0;
     let mut search = 0;
@@ -831,13 +860,15 @@ fn replace_all(program: &[Tok], text: &[char], replacement: &str) -> String {
         out.extend(&text[last_end..start]);
         if end > last_end || start == 0 {
             let whole: String = text[start..end].iter().collect();
+            let before = out.len();
             expand_template(&mut out, replacement, &whole);
+            *budget = budget.checked_sub(out.len() - before)?;
         }
         last_end = end;
         search = if end > search { end } else { search + 1 };
     }
     out.extend(&text[last_end..]);
-    out
+    Some(out)
 }
 
 /// Rule `expand_template`: Go's regexp template syntax as it applies to a
@@ -1586,6 +1617,29 @@ mod tests {
         assert!(lexer.process_word(&quoted, &NoEnv).is_err());
         let unterminated = "${a:-".repeat(100_000);
         assert!(lexer.process_word(&unterminated, &NoEnv).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/README.md): an empty pattern matches between every character,
+    /// so each nested `${P///…}` multiplied the length by 14 and 680 bytes asked for 46 MB.
+    #[test]
+    fn nested_replacements_are_bounded() {
+        let lexer = Lexer::new('\\');
+        let vars = env(&[("P", "/usr/bin:/bin")]);
+        let nested = |depth: usize| format!("{}x{}", "${P///".repeat(depth), "}".repeat(depth));
+        // Level k is 13 + 14 * (level k - 1) long: level 5 is 1 MB, level 7 over the budget.
+        assert_eq!(
+            lexer.process_word(&nested(5), &vars).unwrap().len(),
+            1_075_647
+        );
+        let error = lexer.process_word(&nested(8), &vars).unwrap_err();
+        assert!(error.message.contains("substitution too large"), "{error}");
+        assert_eq!(error.offset, "${P///".len(), "the level-7 expression");
+        // Discarded results count too, so repeating them cannot add up to unbounded work.
+        let discarded = format!("${{UNSET:+{}}}", nested(5));
+        assert!(lexer.process_word(&discarded.repeat(14), &vars).is_ok());
+        assert!(lexer.process_word(&discarded.repeat(15), &vars).is_err());
+        assert!(lexer.process_words(&nested(8), &vars).is_err());
+        assert!(lexer.process_word_with_matches(&nested(8), &vars).is_err());
     }
 
     #[test]
