@@ -159,7 +159,7 @@ fn deeply_nested_json_falls_back_or_fails_without_overflow() {
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     // Too deep for the JSON reader: not JSON, so the shell form.
     let parsed = syntax::parse(&with_from(&format!("CMD {nested}\n"))).unwrap();
-    assert_eq!(parsed.dockerfile.instructions[1].args, [nested.clone()]);
+    assert_eq!(parsed.dockerfile.instructions[1].args, [nested]);
     // Shallow enough to be read: an array that holds an array is an error.
     let error = syntax::parse(&with_from("CMD [[[\"a\"]]]\n")).unwrap_err();
     assert!(matches!(error.kind, ParseErrorKind::NotStringArray(_)));
