@@ -1564,12 +1564,14 @@ mod tests {
 
     #[test]
     fn instructions_serialize_to_json() {
+        // Adjacent tagging, because some commands (ARG, ENV, LABEL, …) hold a sequence, which an
+        // internally tagged enum cannot serialize.
         let instruction = typed("FROM scratch\nCOPY --from=a x /y\n").unwrap();
         let json = serde_json::to_value(&instruction).unwrap();
         assert_eq!(json["command"]["instruction"], "COPY");
-        assert_eq!(json["command"]["from"], "a");
+        assert_eq!(json["command"]["arguments"]["from"], "a");
         assert_eq!(
-            json["command"]["sources"][0],
+            json["command"]["arguments"]["sources"][0],
             serde_json::json!({"kind": "path", "path": "x"})
         );
         assert_eq!(json["flags"][0]["name"], "from");
@@ -1581,18 +1583,18 @@ mod tests {
             typed("FROM scratch\nHEALTHCHECK --interval=90s CMD true\n").unwrap(),
         )
         .unwrap();
-        assert_eq!(check["command"]["interval"], "1m30s");
-        assert_eq!(check["command"]["timeout"], serde_json::Value::Null);
+        assert_eq!(check["command"]["arguments"]["interval"], "1m30s");
+        assert_eq!(check["command"]["arguments"]["timeout"], serde_json::Value::Null);
         let run = serde_json::to_value(
             typed("FROM scratch\nRUN --mount=type=cache,target=/c make\n").unwrap(),
         )
         .unwrap();
         assert_eq!(
-            run["command"]["command"],
+            run["command"]["arguments"]["command"],
             serde_json::json!({"form": "shell", "value": "make"})
         );
         assert_eq!(
-            run["command"]["mounts"][0]["options"][0],
+            run["command"]["arguments"]["mounts"][0]["options"][0],
             serde_json::json!({"key": "type", "value": "cache"})
         );
     }
