@@ -24,7 +24,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ParseArgs {
     /// The Dockerfile to read; `-` reads standard input
-    #[arg(short = 'f', long = "file", value_name = "PATH", default_value = "Dockerfile")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "PATH",
+        default_value = "Dockerfile"
+    )]
     pub file: PathBuf,
 
     /// Set a build argument (KEY=VALUE; a bare KEY takes the value from the environment)

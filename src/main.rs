@@ -21,7 +21,10 @@ use kiln::syntax::{self, ParseError, Warning};
 /// with a hint, or any other.
 enum Failure {
     Located(Box<LocatedFailure>),
-    Hinted { message: String, hint: Option<String> },
+    Hinted {
+        message: String,
+        hint: Option<String>,
+    },
     Other(anyhow::Error),
 }
 
@@ -184,7 +187,9 @@ fn parse_command(args: &ParseArgs) -> Result<(), Failure> {
                     if let Some(platform) = &args.platform {
                         options.target_platform =
                             Platform::parse(platform, &options.build_platform).map_err(
-                                |problem| anyhow::anyhow!("invalid --platform '{platform}': {problem}"),
+                                |problem| {
+                                    anyhow::anyhow!("invalid --platform '{platform}': {problem}")
+                                },
                             )?;
                     }
                     let graph =

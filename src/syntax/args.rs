@@ -56,7 +56,11 @@ fn is_blank(c: char) -> bool {
 const MAX_ONBUILD_NESTING: usize = 8;
 
 /// `instruction_line = keyword (blank+ flags? arguments)?` — reads one logical line.
-pub(crate) fn instruction_line(line: &str, line_map: LineMap, escape: char) -> Result<RawInstruction> {
+pub(crate) fn instruction_line(
+    line: &str,
+    line_map: LineMap,
+    escape: char,
+) -> Result<RawInstruction> {
     nested_instruction_line(line, line_map, escape, 0)
 }
 
@@ -81,7 +85,10 @@ fn nested_instruction_line(
     let mut instruction = RawInstruction {
         keyword: keyword.to_string(),
         flags,
-        flag_offsets: flag_offsets.iter().map(|offset| rest_offset + offset).collect(),
+        flag_offsets: flag_offsets
+            .iter()
+            .map(|offset| rest_offset + offset)
+            .collect(),
         args: Vec::new(),
         args_offset,
         nested: None,
@@ -96,7 +103,10 @@ fn nested_instruction_line(
         line_map,
     };
     let fail = |kind: ParseErrorKind, instruction: &RawInstruction| {
-        Err(ParseError::new(kind, instruction.locate(instruction.args_offset)))
+        Err(ParseError::new(
+            kind,
+            instruction.locate(instruction.args_offset),
+        ))
     };
 
     match argument_form(&instruction.keyword_lower()) {
@@ -145,10 +155,9 @@ fn nested_instruction_line(
             }
         }
         ArgumentForm::Healthcheck => {
-            let (command_text, kind) = take_till::<_, _, nom::error::Error<&str>>(char::is_whitespace)(
-                args_text,
-            )
-            .unwrap_or(("", args_text));
+            let (command_text, kind) =
+                take_till::<_, _, nom::error::Error<&str>>(char::is_whitespace)(args_text)
+                    .unwrap_or(("", args_text));
             if !kind.is_empty() {
                 instruction.args.push(kind.to_string());
                 let command_text = command_text.trim_start();
@@ -188,8 +197,11 @@ fn nested_instruction_line(
 
 /// `keyword = (not blank)+`, then the blanks after it.
 fn keyword_and_blanks(body: &str) -> (&str, (&str, &str)) {
-    tuple((take_till::<_, _, nom::error::Error<&str>>(is_blank), take_while(is_blank)))(body)
-        .unwrap_or(("", (body, "")))
+    tuple((
+        take_till::<_, _, nom::error::Error<&str>>(is_blank),
+        take_while(is_blank),
+    ))(body)
+    .unwrap_or(("", (body, "")))
 }
 
 /// `flags = (flag blank+)* ("--" blank+)?`, `flag = "--" flag_char*` where quotes group and
@@ -402,7 +414,10 @@ mod tests {
 
     #[test]
     fn json_array_ignores_trailing_text_and_rejects_non_strings() {
-        assert_eq!(json_array(r#"["a", "b"] tail"#), JsonArray::Strings(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            json_array(r#"["a", "b"] tail"#),
+            JsonArray::Strings(vec!["a".into(), "b".into()])
+        );
         assert_eq!(json_array("['a']"), JsonArray::NotJson);
         assert_eq!(json_array("[1]"), JsonArray::NotStrings("1".into()));
         assert_eq!(json_array("echo"), JsonArray::NotJson);
@@ -424,13 +439,19 @@ mod tests {
             }
         );
         let column = 1 + "ONBUILD ".len() * MAX_ONBUILD_NESTING;
-        assert_eq!(error.position, super::super::ast::Position { line: 3, column });
+        assert_eq!(
+            error.position,
+            super::super::ast::Position { line: 3, column }
+        );
     }
 
     #[test]
     fn name_value_reads_both_forms() {
         assert_eq!(name_value("a b c", '\\', "ENV").unwrap(), ["a", "b c", ""]);
-        assert_eq!(name_value("a=1 b=\"x y\"", '\\', "ENV").unwrap(), ["a", "1", "=", "b", "\"x y\"", "="]);
+        assert_eq!(
+            name_value("a=1 b=\"x y\"", '\\', "ENV").unwrap(),
+            ["a", "1", "=", "b", "\"x y\"", "="]
+        );
         assert!(name_value("a=1 b", '\\', "ENV").is_err());
         assert!(name_value("a", '\\', "ENV").is_err());
     }

@@ -42,7 +42,9 @@ pub enum ParseErrorKind {
         word: String,
     },
     /// Continuation lines that joined into nothing (`\` alone on its lines).
-    #[error("line continuation without an instruction: expected an instruction keyword such as RUN")]
+    #[error(
+        "line continuation without an instruction: expected an instruction keyword such as RUN"
+    )]
     EmptyInstruction,
     /// A keyword that is not a Dockerfile instruction.
     #[error("unknown instruction '{found}'")]
@@ -249,7 +251,11 @@ mod tests {
             ("FROBNICATE", None),
         ];
         for (found, expected) in table {
-            assert_eq!(nearest(found, &keywords), expected, "suggestion for {found}");
+            assert_eq!(
+                nearest(found, &keywords),
+                expected,
+                "suggestion for {found}"
+            );
         }
     }
 }

@@ -1584,7 +1584,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check["command"]["arguments"]["interval"], "1m30s");
-        assert_eq!(check["command"]["arguments"]["timeout"], serde_json::Value::Null);
+        assert_eq!(
+            check["command"]["arguments"]["timeout"],
+            serde_json::Value::Null
+        );
         let run = serde_json::to_value(
             typed("FROM scratch\nRUN --mount=type=cache,target=/c make\n").unwrap(),
         )

@@ -11,7 +11,9 @@ use nom::sequence::{pair, preceded, tuple};
 use nom::IResult;
 
 use super::args::instruction_line;
-use super::ast::{Directive, Dockerfile, Heredoc, LineMap, Position, RawInstruction, Span, Warning};
+use super::ast::{
+    Directive, Dockerfile, Heredoc, LineMap, Position, RawInstruction, Span, Warning,
+};
 use super::error::{ParseError, ParseErrorKind, Result};
 use crate::words::{Lexer, NoEnv};
 
@@ -305,7 +307,8 @@ fn find_directive_as(key: &str, text: &str, comments: &[&'static str]) -> Option
 /// where `name = letter (letter | digit)*` and the value is not empty; `comment` stands for
 /// the `#`.
 fn directive_line<'a>(line: &'a str, comment: &str) -> IResult<&'a str, (&'a str, &'a str)> {
-    let blanks = |input| take_while(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0c'))(input);
+    let blanks =
+        |input| take_while(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0c'))(input);
     let (input, (_, _, name, _, _, _)) = tuple((
         tag(comment),
         blanks,
@@ -458,8 +461,14 @@ mod tests {
 
     #[test]
     fn directive_line_reads_name_and_value() {
-        assert_eq!(directive_line("# escape = `  ", "#").unwrap().1, ("escape", "`"));
-        assert_eq!(directive_line("#syntax=a b", "#").unwrap().1, ("syntax", "a b"));
+        assert_eq!(
+            directive_line("# escape = `  ", "#").unwrap().1,
+            ("escape", "`")
+        );
+        assert_eq!(
+            directive_line("#syntax=a b", "#").unwrap().1,
+            ("syntax", "a b")
+        );
         assert!(directive_line("# just a comment", "#").is_err());
         assert!(directive_line("# key=", "#").is_err());
         assert!(directive_line("#1key=v", "#").is_err());

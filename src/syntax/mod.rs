@@ -81,7 +81,10 @@ pub fn parse_raw(source: &[u8]) -> Result<Dockerfile> {
     let text = std::str::from_utf8(source).map_err(|error| {
         let valid = &source[..error.valid_up_to()];
         let line = valid.iter().filter(|byte| **byte == b'\n').count() + 1;
-        let line_start = valid.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at + 1);
+        let line_start = valid
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |at| at + 1);
         ParseError::new(
             ParseErrorKind::NotUtf8 {
                 byte: source[error.valid_up_to()],

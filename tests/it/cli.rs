@@ -37,11 +37,26 @@ fn buildkit_format_reproduces_the_conformance_dump_from_a_file_and_from_stdin() 
     let case = conformance_dir().join("buildkit-parser/testfiles/ADD-COPY-with-JSON");
     let expected = std::fs::read_to_string(case.join("result")).unwrap();
     let path = case.join("Dockerfile");
-    let from_file = kiln(&["parse", "--format", "buildkit", "-f", path.to_str().unwrap()], b"");
-    assert_eq!((from_file.code, from_file.stdout.as_str()), (Some(0), expected.as_str()));
+    let from_file = kiln(
+        &[
+            "parse",
+            "--format",
+            "buildkit",
+            "-f",
+            path.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(
+        (from_file.code, from_file.stdout.as_str()),
+        (Some(0), expected.as_str())
+    );
     let bytes = std::fs::read(&path).unwrap();
     let from_stdin = kiln(&["parse", "--format=buildkit", "-f", "-"], &bytes);
-    assert_eq!((from_stdin.code, from_stdin.stdout.as_str()), (Some(0), expected.as_str()));
+    assert_eq!(
+        (from_stdin.code, from_stdin.stdout.as_str()),
+        (Some(0), expected.as_str())
+    );
 }
 
 /// Every `fixtures/parse/<case>/Dockerfile` prints as its golden `expected-<format>` files
@@ -59,13 +74,23 @@ fn parse_outputs_match_golden_files() {
             }
             checked += 1;
             let dockerfile = relative(&case.join("Dockerfile"));
-            let mut args = vec!["parse".to_string(), "-f".into(), dockerfile, "--format".into()];
+            let mut args = vec![
+                "parse".to_string(),
+                "-f".into(),
+                dockerfile,
+                "--format".into(),
+            ];
             args.push(format.into());
             args.extend(case_args(case));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let run = kiln(&args, b"");
             if run.code != Some(0) {
-                failures.push(format!("{}: exit {:?}\n{}", golden.display(), run.code, run.stderr));
+                failures.push(format!(
+                    "{}: exit {:?}\n{}",
+                    golden.display(),
+                    run.code,
+                    run.stderr
+                ));
             } else if let Err(problem) = check_golden(&golden, &run.stdout) {
                 failures.push(problem);
             }
@@ -106,7 +131,16 @@ fn dot_output_is_accepted_by_graphviz() {
     if !peer_available("dot", "dot_output_is_accepted_by_graphviz") {
         return;
     }
-    let run = kiln(&["parse", "-f", "fixtures/example/Dockerfile", "--format", "dot"], b"");
+    let run = kiln(
+        &[
+            "parse",
+            "-f",
+            "fixtures/example/Dockerfile",
+            "--format",
+            "dot",
+        ],
+        b"",
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let mut dot = std::process::Command::new("dot")
         .arg("-Tsvg")
@@ -116,7 +150,11 @@ fn dot_output_is_accepted_by_graphviz() {
         .spawn()
         .expect("dot starts");
     use std::io::Write;
-    dot.stdin.take().unwrap().write_all(run.stdout.as_bytes()).unwrap();
+    dot.stdin
+        .take()
+        .unwrap()
+        .write_all(run.stdout.as_bytes())
+        .unwrap();
     let output = dot.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -158,7 +196,11 @@ fn bad_input_from_stdin_fails_cleanly_without_panicking() {
         for format in formats {
             let run = kiln(&["parse", "-f", "-", "--format", format], input);
             assert_eq!(run.code, Some(1), "{input:?} {format}: {}", run.stderr);
-            assert!(run.stderr.starts_with("<stdin>:"), "{input:?}: {}", run.stderr);
+            assert!(
+                run.stderr.starts_with("<stdin>:"),
+                "{input:?}: {}",
+                run.stderr
+            );
             assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
         }
     }

@@ -97,7 +97,10 @@ fn buildkit_line_numbers() {
     let dir = parser_dir();
     let parsed = syntax::parse_raw(&read(&dir.join("testfile-line/Dockerfile"))).expect("parses");
     let table = read_text(&dir.join("extra/line-numbers.tsv"));
-    let rows: Vec<&str> = table.lines().filter(|line| !line.starts_with('#')).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
     let mut failures = Vec::new();
     for row in &rows {
         let fields: Vec<&str> = row.split('\t').collect();
@@ -119,7 +122,11 @@ fn buildkit_line_numbers() {
             failures.push(format!("{node}: expected {expected:?}, got {span:?}"));
         }
     }
-    finish("buildkit-parser/extra/line-numbers.tsv", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/line-numbers.tsv",
+        rows.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -145,7 +152,11 @@ fn buildkit_empty_continuation_warnings() {
             }
         }
     }
-    finish("buildkit-parser/extra/empty-continuation-warning", wanted.len(), &failures);
+    finish(
+        "buildkit-parser/extra/empty-continuation-warning",
+        wanted.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -167,24 +178,37 @@ fn buildkit_heredocs_extracted() {
             .collect();
         let want = row["heredocs"].as_array().cloned().unwrap_or_default();
         if got != want {
-            failures.push(format!("line {line} ({}): expected {want:?}, got {got:?}", row["instruction"]));
+            failures.push(format!(
+                "line {line} ({}): expected {want:?}, got {got:?}",
+                row["instruction"]
+            ));
         }
     }
-    finish("buildkit-parser/extra/heredoc/expected.jsonl", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/heredoc/expected.jsonl",
+        rows.len(),
+        &failures,
+    );
 
     let json_form = parser_dir().join("extra/heredoc-json-form/Dockerfile");
     let parsed = syntax::parse_raw(&read(&json_form)).expect("parses");
     let with_heredocs: Vec<usize> = (1..=3)
         .filter(|index| !parsed.instructions[*index].heredocs.is_empty())
         .collect();
-    assert!(with_heredocs.is_empty(), "JSON-form instructions took heredocs: {with_heredocs:?}");
+    assert!(
+        with_heredocs.is_empty(),
+        "JSON-form instructions took heredocs: {with_heredocs:?}"
+    );
 }
 
 #[test]
 fn buildkit_heredoc_words() {
     let path = parser_dir().join("extra/heredoc/heredoc-words.tsv");
     let table = read_text(&path);
-    let rows: Vec<&str> = table.lines().filter(|line| !line.starts_with('#')).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
     let mut failures = Vec::new();
     for row in &rows {
         let (word, expected) = row.split_once('\t').expect("word<TAB>expected");
@@ -197,7 +221,11 @@ fn buildkit_heredoc_words() {
             failures.push(format!("{word:?}: expected {expected}, got {got}"));
         }
     }
-    finish("buildkit-parser/extra/heredoc/heredoc-words.tsv", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/heredoc/heredoc-words.tsv",
+        rows.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -211,13 +239,19 @@ fn buildkit_heredocs_from_line() {
             Ok(docs) => {
                 let got: Vec<String> = docs.into_iter().map(|doc| doc.name).collect();
                 if got != want {
-                    failures.push(format!("line {line}: {input:?}: expected {want:?}, got {got:?}"));
+                    failures.push(format!(
+                        "line {line}: {input:?}: expected {want:?}, got {got:?}"
+                    ));
                 }
             }
             Err(error) => failures.push(format!("line {line}: {input:?}: {error}")),
         }
     }
-    finish("buildkit-parser/extra/heredoc/heredocs-from-line.jsonl", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/heredoc/heredocs-from-line.jsonl",
+        rows.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -229,10 +263,16 @@ fn buildkit_parse_words() {
         let want = strings(&row["expect"]).unwrap();
         let got = args::parse_words(input);
         if got != want {
-            failures.push(format!("line {line}: {input:?}: expected {want:?}, got {got:?}"));
+            failures.push(format!(
+                "line {line}: {input:?}: expected {want:?}, got {got:?}"
+            ));
         }
     }
-    finish("buildkit-parser/extra/parse-words.jsonl", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/parse-words.jsonl",
+        rows.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -251,7 +291,11 @@ fn buildkit_json_arrays() {
             failures.push(format!("line {line}: {input:?}: got {got:?}"));
         }
     }
-    finish("buildkit-parser/extra/json-arrays.jsonl", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/json-arrays.jsonl",
+        rows.len(),
+        &failures,
+    );
 }
 
 #[test]
@@ -286,7 +330,11 @@ fn buildkit_directives() {
             failures.push(format!("line {line}: {input:?}: {problem}"));
         }
     }
-    finish("buildkit-parser/extra/directives.jsonl", rows.len(), &failures);
+    finish(
+        "buildkit-parser/extra/directives.jsonl",
+        rows.len(),
+        &failures,
+    );
 }
 
 /// Compares a found directive with the keys the row checks (absent keys were not checked).

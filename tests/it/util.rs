@@ -85,15 +85,17 @@ pub fn check_golden(path: &std::path::Path, actual: &str) -> Result<(), String> 
 /// Returns true if and only if `tool` is on PATH. When it is not, prints why the caller skips,
 /// or panics when `KILN_REQUIRE_PEERS` is set (CI sets it, so a missing peer fails there).
 pub fn peer_available(tool: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
     if !found {
         assert!(
             std::env::var_os("KILN_REQUIRE_PEERS").is_none(),
             "{test}: `{tool}` is required (KILN_REQUIRE_PEERS is set) but not on PATH"
         );
-        let _ = writeln!(std::io::stderr(), "skipping {test}: `{tool}` is not on PATH");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping {test}: `{tool}` is not on PATH"
+        );
     }
     found
 }

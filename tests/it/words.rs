@@ -15,7 +15,6 @@ fn suite_file(name: &str) -> (PathBuf, String) {
     (path, text)
 }
 
-
 #[test]
 fn buildkit_env_var_test() {
     let (path, text) = suite_file("envVarTest");
@@ -184,5 +183,9 @@ fn buildkit_process_word_with_matches() {
         }
     }
     assert_eq!(total, 56, "process-word-with-matches.jsonl row count");
-    finish("buildkit-shell/process-word-with-matches.jsonl", total, &failures);
+    finish(
+        "buildkit-shell/process-word-with-matches.jsonl",
+        total,
+        &failures,
+    );
 }
