@@ -8,6 +8,8 @@
 //!                   ──graph::lower──▶ BuildGraph (needed stages in build order: base,
 //!                                     platform, dependencies, steps with expanded words
 //!                                     and the build args each uses)
+//!  context entries + .dockerignore text
+//!                   ──context::ignore──▶ the entries a build may use (Docker's patterns)
 //! ```
 //!
 //! [`words`] is the shell-word lexer both stages use.
@@ -17,6 +19,9 @@ pub mod words;
 pub mod syntax;
 
 pub mod graph;
+
+/// The build context: which entries a build may use, after `.dockerignore`.
+pub mod context;
 
 /// Renders located errors for the command line.
 pub mod diagnostic;

@@ -1,4 +1,5 @@
 mod cli;
+mod dockerignore;
 mod parse;
 mod robustness;
 mod util;
