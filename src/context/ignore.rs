@@ -200,7 +200,9 @@ impl Compiled {
     fn matches(&self, text: &str, path: &str) -> bool {
         match self {
             Compiled::Exact => path == text,
-            Compiled::Prefix => path.starts_with(text.get(..text.len() - 2).unwrap_or("")),
+            Compiled::Prefix => {
+                path.starts_with(text.get(..text.len().saturating_sub(2)).unwrap_or(""))
+            }
             Compiled::Suffix => {
                 let suffix = text.get(2..).unwrap_or("");
                 path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
