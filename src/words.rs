@@ -601,6 +601,8 @@ impl<'a, E: Env + ?Sized> Shell<'a, E> {
     }
 
     /// Rule `process_replace`: `${name/pattern/replacement}` and `${name//pattern/replacement}`.
+    /// Fails with `substitution too large` at the `$` of the form whose replacements would
+    /// take the word's total over [`MAX_REPLACED_BYTES`].
     fn process_replace(&mut self, start: usize, name: &str) -> Step<String> {
         let all = self.peek() == Some('/');
         if all {
@@ -635,8 +637,8 @@ impl<'a, E: Env + ?Sized> Shell<'a, E> {
         })
     }
 
-    /// A nested word of a `${}` form; running out of input inside it is
-    /// reported as the `${}` form's own missing delimiter.
+    /// Rule `process_nested`: a nested word of a `${}` form; running out of
+    /// input inside it is reported as the `${}` form's own missing delimiter.
     fn process_nested(&mut self, stop: char, raw_escapes: bool, eof_message: &str) -> Step<String> {
         let mut no_words = Words::disabled();
         match self.process_stop_on(Some(stop), raw_escapes, &mut no_words) {
@@ -923,7 +925,7 @@ struct Thread {
     start: usize,
 }
 
-/// Finds the match Go's regexp (leftmost-first, `*` lazy unless `greedy`)
+/// Rule `find`: the match Go's regexp (leftmost-first, `*` lazy unless `greedy`)
 /// would report for `program` in `text[from..]`, as char positions. A Pike VM:
 /// threads are kept in priority order, so the first thread to reach the end of
 /// the program wins and cuts off every thread behind it. O(len(text) *

@@ -8,7 +8,8 @@ use nom::IResult;
 use super::ast::{LineMap, RawInstruction, Span};
 use super::error::{ParseError, ParseErrorKind, Result};
 
-/// How an instruction's argument text is cut into arguments (grammar rule `arguments`).
+/// How an instruction's argument text is cut into arguments: the alternatives of
+/// `argument_form`, which [`argument_form`] picks by keyword.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ArgumentForm {
     /// RUN, CMD, ENTRYPOINT, SHELL: a JSON array, or else the whole text as one argument.
@@ -31,6 +32,14 @@ enum ArgumentForm {
     Unknown,
 }
 
+/// Picks the argument form for a keyword (the table under section 6); the `match` on the
+/// result in [`nested_instruction_line`] reads it.
+///
+/// ```ebnf
+/// argument_form = json_array | text | blank_separated_words | name_value
+///               | quoted_words | instruction_line ;     (* chosen by keyword *)
+/// text          = ANY+ ;          (* the rest of the logical line, trimmed *)
+/// ```
 fn argument_form(keyword_lower: &str) -> ArgumentForm {
     match keyword_lower {
         "run" | "cmd" | "entrypoint" | "shell" => ArgumentForm::JsonOrText,
@@ -45,7 +54,8 @@ fn argument_form(keyword_lower: &str) -> ArgumentForm {
     }
 }
 
-/// Blanks that separate the keyword and whitespace-separated words: space, tab, VT, FF, CR.
+/// Returns true if and only if `c` is in the character class `BLANK` (not a production):
+/// space, tab, VT, FF, CR, which separate the keyword and blank-separated words.
 fn is_blank(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\x0b' | '\x0c' | '\r')
 }
@@ -55,7 +65,15 @@ fn is_blank(c: char) -> bool {
 /// million times from recursing once per word and copying the rest of the line at each level.
 const MAX_ONBUILD_NESTING: usize = 8;
 
-/// `instruction_line = keyword (blank+ flags? arguments)?` — reads one logical line.
+/// Reads one logical line into a raw instruction:
+///
+/// ```ebnf
+/// instruction_line = keyword_and_blanks [ builder_flags ] [ argument_form ] ;
+/// ```
+///
+/// # Errors
+/// A JSON array that holds anything but strings, ENV or LABEL without a value or with a word
+/// that lacks `=`, and ONBUILD triggers nested deeper than the raw layer reads.
 pub(crate) fn instruction_line(
     line: &str,
     line_map: LineMap,
@@ -64,7 +82,8 @@ pub(crate) fn instruction_line(
     nested_instruction_line(line, line_map, escape, 0)
 }
 
-/// [`instruction_line`] for an instruction that is the trigger of `depth` ONBUILDs.
+/// [`instruction_line`] for an instruction that is the trigger of `depth` ONBUILDs (not in
+/// grammar/: the depth only bounds recursion).
 fn nested_instruction_line(
     line: &str,
     line_map: LineMap,
@@ -195,7 +214,11 @@ fn nested_instruction_line(
     Ok(instruction)
 }
 
-/// `keyword = (not blank)+`, then the blanks after it.
+/// Splits off the keyword and the blanks after it; returns the rest and `(keyword, blanks)`.
+///
+/// ```ebnf
+/// keyword_and_blanks = { ANY - BLANK }+ { BLANK } ;
+/// ```
 fn keyword_and_blanks(body: &str) -> (&str, (&str, &str)) {
     tuple((
         take_till::<_, _, nom::error::Error<&str>>(is_blank),
@@ -204,10 +227,15 @@ fn keyword_and_blanks(body: &str) -> (&str, (&str, &str)) {
     .unwrap_or(("", (body, "")))
 }
 
-/// `flags = (flag blank+)* ("--" blank+)?`, `flag = "--" flag_char*` where quotes group and
-/// `\` escapes inside a flag word. Only words starting with `--` before the first other word
-/// are flags; a bare `--` ends them. Returns the flag words (quotes and escapes removed), their
-/// byte offsets, and where the arguments start.
+/// Reads the `--flag` words after the keyword:
+///
+/// ```ebnf
+/// builder_flags = { flag_word { SPACE } } [ "--" ( SPACE | EOL ) ] ;
+/// ```
+///
+/// Only words starting with `--` before the first other word are flags; a bare `--` ends them.
+/// Returns the flag words (quotes and escapes removed), their byte offsets, and where the
+/// arguments start.
 fn builder_flags(text: &str) -> (Vec<String>, Vec<usize>, usize) {
     let mut flags = Vec::new();
     let mut offsets = Vec::new();
@@ -231,8 +259,15 @@ fn builder_flags(text: &str) -> (Vec<String>, Vec<usize>, usize) {
     }
 }
 
-/// Reads one flag word up to unquoted whitespace; returns it with quotes and escapes removed,
+/// Reads one flag word up to unquoted white space; returns it with quotes and escapes removed,
 /// and how many bytes it used.
+///
+/// ```ebnf
+/// flag_word = "--" { flag_char | quoted | "\" ANY } ;
+/// quoted    = "'" { ANY - "'" | "\" ANY } "'"
+///           | '"' { ANY - '"' | "\" ANY } '"' ;
+/// flag_char = ANY - SPACE - "'" - '"' - "\" ;
+/// ```
 fn flag_word(text: &str) -> (String, usize) {
     let mut word = String::new();
     let mut quote: Option<char> = None;
@@ -252,7 +287,12 @@ fn flag_word(text: &str) -> (String, usize) {
     (word, text.len())
 }
 
-/// `words = word (blank+ word)*` with `word = (not blank)+`; quotes are not special.
+/// Splits text on runs of `BLANK`; quotes are not special.
+///
+/// ```ebnf
+/// blank_separated_words = { BLANK } [ word { BLANK+ word } ] { BLANK } ;
+/// word                  = { ANY - BLANK }+ ;
+/// ```
 fn blank_separated_words(text: &str) -> Vec<String> {
     if text.is_empty() {
         return Vec::new();
@@ -263,8 +303,13 @@ fn blank_separated_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `quoted_words`: words separated by whitespace, where quotes and escape-protected
-/// characters do not split. Quotes and escape characters are kept in the words.
+/// Splits text into words at white space, where quotes and escape-protected characters do
+/// not split. Quotes and escape characters are kept in the words.
+///
+/// ```ebnf
+/// quoted_words = { SPACE } [ quoted_word { SPACE+ quoted_word } ] { SPACE } ;
+/// quoted_word  = { ESC ANY | "'" { ANY - "'" } "'" | '"' { ESC ANY | ANY - '"' } '"' | ANY - SPACE }+ ;
+/// ```
 pub fn quoted_words(text: &str, escape: char) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -316,8 +361,17 @@ pub fn quoted_words(text: &str, escape: char) -> Vec<String> {
     words
 }
 
-/// `name_value = legacy_pair | pair+` for ENV and LABEL, returned as key/value/separator
-/// triples: `name value` gives `[name, value, ""]`, `a=1 b=2` gives `[a, 1, =, b, 2, =]`.
+/// Reads the arguments of ENV and LABEL as key/value/separator triples: `name value` gives
+/// `[name, value, ""]`, `a=1 b=2` gives `[a, 1, =, b, 2, =]`.
+///
+/// ```ebnf
+/// name_value  = legacy_pair | pair { SPACE+ pair } ;
+/// legacy_pair = name BLANK+ rest_of_line ;
+/// pair        = quoted_word ;       (* containing "=" *)
+/// ```
+///
+/// # Errors
+/// A legacy pair without a value, and a pair without `=`.
 fn name_value(
     text: &str,
     escape: char,
@@ -358,8 +412,12 @@ enum JsonArray {
     NotJson,
 }
 
-/// `json_array = "[" (json_string ("," json_string)*)? "]"`, read with a JSON decoder that,
-/// like BuildKit's, stops after the first value and ignores what follows it.
+/// Reads the exec form, with a JSON decoder that, like BuildKit's, stops after the first
+/// value and ignores what follows it.
+///
+/// ```ebnf
+/// json_array = "[" { SPACE } [ JSON_STRING { { SPACE } "," { SPACE } JSON_STRING } ] { SPACE } "]" ;
+/// ```
 fn json_array(text: &str) -> JsonArray {
     let text = text.trim_start();
     if !text.starts_with('[') {
@@ -379,13 +437,15 @@ fn json_array(text: &str) -> JsonArray {
     JsonArray::Strings(strings)
 }
 
-/// Splits ENV/ARG-style text into words as BuildKit's `parseWords` does (exposed for the
+/// Splits ENV/ARG-style text into words as BuildKit's `parseWords` does, with `\` as the
+/// escape character (not in grammar/: the public wrapper of [`quoted_words`], exposed for the
 /// conformance tests of that splitter).
 pub fn parse_words(text: &str) -> Vec<String> {
     quoted_words(text, '\\')
 }
 
-/// Reads a JSON-form argument list; `Ok(None)` when the text is not a JSON array.
+/// Reads a JSON-form argument list; `Ok(None)` when the text is not a JSON array (not in
+/// grammar/: the public wrapper of `json_array`).
 ///
 /// # Errors
 /// A JSON array that holds anything but strings.

@@ -113,7 +113,7 @@ pub struct RawInstruction {
     pub flags: Vec<String>,
     /// Byte offsets of each flag in [`RawInstruction::original`].
     pub flag_offsets: Vec<usize>,
-    /// The arguments, split per instruction (see grammar/dockerfile.md, `arguments`).
+    /// The arguments, split per instruction (see grammar/dockerfile.md, `argument_form`).
     /// ENV and LABEL give `key, value, separator` triples.
     pub args: Vec<String>,
     /// Byte offset of the argument text in [`RawInstruction::original`].

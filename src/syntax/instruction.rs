@@ -319,7 +319,7 @@ pub enum Healthcheck {
 }
 
 /// What every instruction parser needs: the raw instruction, its keyword and the escape
-/// character in force.
+/// character in force (not in grammar/, nor are its methods: they build and locate errors).
 struct Context<'a> {
     raw: &'a RawInstruction,
     keyword: &'static str,
@@ -419,7 +419,13 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Types one raw instruction: dispatches on the keyword and checks flags and arguments.
+/// Types one raw instruction: dispatches on the keyword, case-insensitively, and checks flags
+/// and arguments.
+///
+/// ```ebnf
+/// instruction = from | run | cmd | entrypoint | shell | label | maintainer | expose | env
+///             | arg | add | copy | volume | user | workdir | onbuild | stopsignal | healthcheck ;
+/// ```
 ///
 /// # Errors
 /// An unknown keyword (with a "did you mean" hint), unknown or malformed flags, a wrong
@@ -480,11 +486,14 @@ pub fn parse_instruction(raw: &RawInstruction, escape: char) -> Result<Instructi
     })
 }
 
+/// Where the keyword of `raw` starts (not in grammar/: locates errors).
 fn keyword_position(raw: &RawInstruction) -> Position {
     raw.locate(raw.original.len() - raw.original.trim_start().len())
 }
 
-/// `from = "FROM" flags image ("AS" name)?`
+/// ```ebnf
+/// from = "FROM" [ "--platform=" platform ] image [ BLANK+ "AS" BLANK+ stage_name ] ;
+/// ```
 ///
 /// # Errors
 /// Other than one or three words, a middle word other than `AS`, an invalid stage name, and
@@ -524,7 +533,14 @@ pub fn parse_from(raw: &RawInstruction, escape: char) -> Result<From> {
     })
 }
 
-/// `run = "RUN" flags (exec_form | shell_form)`, with heredocs.
+/// Reads RUN, with its heredocs attached in marker order:
+///
+/// ```ebnf
+/// run = "RUN" { "--mount=" mount | "--network=" network | "--security=" security }
+///             ( json_array | text ) ;
+/// network  = "default" | "none" | "host" ;
+/// security = "sandbox" | "insecure" ;
+/// ```
 ///
 /// # Errors
 /// A missing command, unknown flags, a `--mount` that cannot be valid (unknown option,
@@ -581,8 +597,8 @@ pub fn parse_run(raw: &RawInstruction, escape: char) -> Result<Run> {
     })
 }
 
-/// `mount = "--mount=" mount_option ("," mount_option)*`: one `--mount` value, with errors
-/// pointing at the field at fault.
+/// Reads one `--mount` value with [`parse_mount`], which implements `mount`, and places its
+/// errors at the field at fault (not in grammar/).
 fn mount_flag(cx: &Context<'_>, flag: &GivenFlag, value: &str) -> Result<Mount> {
     let escape = cx.escape;
     parse_mount(value, flag.position, &|value| !is_literal(value, escape)).map_err(
@@ -593,7 +609,8 @@ fn mount_flag(cx: &Context<'_>, flag: &GivenFlag, value: &str) -> Result<Mount> 
     )
 }
 
-/// Picks the value of a never-expanded enumerated flag (`--network`, `--security`).
+/// Picks the value of a never-expanded enumerated flag: the sub-rules `network` and `security`
+/// of `run` (not in grammar/ itself: one function for both).
 fn choose<T: std::marker::Copy>(
     cx: &Context<'_>,
     flag: &GivenFlag,
@@ -616,7 +633,11 @@ fn choose<T: std::marker::Copy>(
     Err(error.with_hint_if(did_you_mean(value, &names)))
 }
 
-/// `cmd = "CMD" (exec_form | shell_form)`; `CMD []` clears the command.
+/// Reads CMD; `CMD []` clears the command.
+///
+/// ```ebnf
+/// cmd = "CMD" ( json_array | text ) ;
+/// ```
 ///
 /// # Errors
 /// No arguments at all, and any flag.
@@ -624,7 +645,11 @@ pub fn parse_cmd(raw: &RawInstruction, escape: char) -> Result<CommandLine> {
     command_instruction(&Context::new(raw, "CMD", escape))
 }
 
-/// `entrypoint = "ENTRYPOINT" (exec_form | shell_form)`; `ENTRYPOINT []` clears it.
+/// Reads ENTRYPOINT; `ENTRYPOINT []` clears it.
+///
+/// ```ebnf
+/// entrypoint = "ENTRYPOINT" ( json_array | text ) ;
+/// ```
 ///
 /// # Errors
 /// No arguments at all, and any flag.
@@ -632,6 +657,7 @@ pub fn parse_entrypoint(raw: &RawInstruction, escape: char) -> Result<CommandLin
     command_instruction(&Context::new(raw, "ENTRYPOINT", escape))
 }
 
+/// What [`parse_cmd`] and [`parse_entrypoint`] share (not in grammar/).
 fn command_instruction(cx: &Context<'_>) -> Result<CommandLine> {
     cx.flags(&[])?;
     cx.command_line(&cx.raw.args).ok_or_else(|| {
@@ -639,7 +665,9 @@ fn command_instruction(cx: &Context<'_>) -> Result<CommandLine> {
     })
 }
 
-/// `shell = "SHELL" exec_form`
+/// ```ebnf
+/// shell = "SHELL" json_array ;
+/// ```
 ///
 /// # Errors
 /// Shell form, an empty array, and any flag.
@@ -658,7 +686,9 @@ pub fn parse_shell(raw: &RawInstruction, escape: char) -> Result<Vec<String>> {
     }
 }
 
-/// `label = "LABEL" name_value`
+/// ```ebnf
+/// label = "LABEL" name_value ;
+/// ```
 ///
 /// # Errors
 /// No pairs, a blank name, and any flag.
@@ -666,7 +696,9 @@ pub fn parse_label(raw: &RawInstruction, escape: char) -> Result<Vec<KeyValue>> 
     key_values(&Context::new(raw, "LABEL", escape))
 }
 
-/// `env = "ENV" name_value`
+/// ```ebnf
+/// env = "ENV" name_value ;
+/// ```
 ///
 /// # Errors
 /// No pairs, a blank name, and any flag.
@@ -674,7 +706,8 @@ pub fn parse_env(raw: &RawInstruction, escape: char) -> Result<Vec<KeyValue>> {
     key_values(&Context::new(raw, "ENV", escape))
 }
 
-/// The key/value/separator triples the raw layer gives ENV and LABEL, as pairs.
+/// The key/value/separator triples the raw layer gives ENV and LABEL, as pairs (not in
+/// grammar/: what [`parse_env`] and [`parse_label`] share).
 fn key_values(cx: &Context<'_>) -> Result<Vec<KeyValue>> {
     cx.flags(&[])?;
     if cx.raw.args.is_empty() {
@@ -718,7 +751,9 @@ fn key_values(cx: &Context<'_>) -> Result<Vec<KeyValue>> {
     Ok(pairs)
 }
 
-/// `maintainer = "MAINTAINER" text`
+/// ```ebnf
+/// maintainer = "MAINTAINER" text ;
+/// ```
 ///
 /// # Errors
 /// No text, and any flag.
@@ -726,7 +761,9 @@ pub fn parse_maintainer(raw: &RawInstruction, escape: char) -> Result<String> {
     exactly_one(&Context::new(raw, "MAINTAINER", escape))
 }
 
-/// `user = "USER" text`
+/// ```ebnf
+/// user = "USER" text ;          (* user[:group] *)
+/// ```
 ///
 /// # Errors
 /// No text, and any flag.
@@ -734,7 +771,9 @@ pub fn parse_user(raw: &RawInstruction, escape: char) -> Result<String> {
     exactly_one(&Context::new(raw, "USER", escape))
 }
 
-/// `workdir = "WORKDIR" text`
+/// ```ebnf
+/// workdir = "WORKDIR" text ;       (* a path; relative paths are joined to the previous WORKDIR *)
+/// ```
 ///
 /// # Errors
 /// No text, and any flag.
@@ -742,7 +781,9 @@ pub fn parse_workdir(raw: &RawInstruction, escape: char) -> Result<String> {
     exactly_one(&Context::new(raw, "WORKDIR", escape))
 }
 
-/// `stopsignal = "STOPSIGNAL" text`
+/// ```ebnf
+/// stopsignal = "STOPSIGNAL" signal ;  (* the whole text *)
+/// ```
 ///
 /// # Errors
 /// No text, a literal that is no signal, and any flag.
@@ -758,6 +799,8 @@ pub fn parse_stopsignal(raw: &RawInstruction, escape: char) -> Result<String> {
     Ok(signal)
 }
 
+/// The single whole-text argument of MAINTAINER, USER, WORKDIR and STOPSIGNAL (not in
+/// grammar/).
 fn exactly_one(cx: &Context<'_>) -> Result<String> {
     cx.flags(&[])?;
     match cx.raw.args.as_slice() {
@@ -766,7 +809,9 @@ fn exactly_one(cx: &Context<'_>) -> Result<String> {
     }
 }
 
-/// `expose = "EXPOSE" words`
+/// ```ebnf
+/// expose = "EXPOSE" port { BLANK+ port } ;
+/// ```
 ///
 /// # Errors
 /// No ports, a literal that is no port spec, and any flag.
@@ -785,7 +830,11 @@ pub fn parse_expose(raw: &RawInstruction, escape: char) -> Result<Vec<String>> {
     Ok(raw.args.clone())
 }
 
-/// `volume = "VOLUME" (exec_form | words)`; paths are trimmed.
+/// Reads VOLUME; paths are trimmed.
+///
+/// ```ebnf
+/// volume = "VOLUME" ( json_array | blank_separated_words ) ;
+/// ```
 ///
 /// # Errors
 /// No paths, an empty path, and any flag.
@@ -813,7 +862,10 @@ pub fn parse_volume(raw: &RawInstruction, escape: char) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-/// `arg = "ARG" arg_declaration+`, `arg_declaration = name ("=" default)?`
+/// ```ebnf
+/// arg             = "ARG" arg_declaration { SPACE+ arg_declaration } ;
+/// arg_declaration = arg_name [ "=" default ] ;    (* one quoted_word *)
+/// ```
 ///
 /// # Errors
 /// No names, an invalid name, and any flag.
@@ -840,7 +892,13 @@ pub fn parse_arg(raw: &RawInstruction, escape: char) -> Result<Vec<ArgDeclaratio
     Ok(declarations)
 }
 
-/// `copy = "COPY" flags (exec_form | words)`: sources then a destination.
+/// Reads COPY: sources then a destination.
+///
+/// ```ebnf
+/// copy = "COPY" { copy_flag } ( json_array | blank_separated_words ) ;
+/// copy_flag = "--from=" source | "--chown=" owner | "--chmod=" chmod | "--link" [ "=" bool ]
+///           | "--parents" [ "=" bool ] | "--exclude=" pattern ;
+/// ```
 ///
 /// # Errors
 /// Fewer than two arguments, a heredoc as the destination, flags COPY does not take, a
@@ -849,7 +907,13 @@ pub fn parse_copy(raw: &RawInstruction, escape: char) -> Result<Copy> {
     copy_or_add(&Context::new(raw, "COPY", escape), COPY_FLAGS)
 }
 
-/// `add = "ADD" flags (exec_form | words)`: sources then a destination.
+/// Reads ADD: sources then a destination.
+///
+/// ```ebnf
+/// add  = "ADD"  { add_flag }  ( json_array | blank_separated_words ) ;
+/// add_flag  = "--chown=" owner | "--chmod=" chmod | "--link" [ "=" bool ] | "--exclude=" pattern
+///           | "--checksum=" checksum | "--keep-git-dir" [ "=" bool ] | "--unpack" [ "=" bool ] ;
+/// ```
 ///
 /// # Errors
 /// As [`parse_copy`], with ADD's flags, and a literal `--checksum` that is no digest.
@@ -857,6 +921,8 @@ pub fn parse_add(raw: &RawInstruction, escape: char) -> Result<Copy> {
     copy_or_add(&Context::new(raw, "ADD", escape), ADD_FLAGS)
 }
 
+/// What [`parse_copy`] and [`parse_add`] share; `specs` tells their flags apart (not in
+/// grammar/).
 fn copy_or_add(cx: &Context<'_>, specs: &[FlagSpec]) -> Result<Copy> {
     let raw = cx.raw;
     let Some((destination, sources)) = raw
@@ -950,9 +1016,12 @@ fn copy_or_add(cx: &Context<'_>, specs: &[FlagSpec]) -> Result<Copy> {
     })
 }
 
-/// `onbuild = "ONBUILD" instruction`, where the instruction is not ONBUILD, FROM or
-/// MAINTAINER. The trigger is typed now, so its mistakes fail here rather than in a child
+/// Reads ONBUILD. The trigger is typed now, so its mistakes fail here rather than in a child
 /// build.
+///
+/// ```ebnf
+/// onbuild = "ONBUILD" instruction_line ;   (* not ONBUILD, FROM or MAINTAINER *)
+/// ```
 ///
 /// # Errors
 /// A missing trigger, a forbidden one, any flag, and whatever the trigger's own parser
@@ -980,7 +1049,12 @@ pub fn parse_onbuild(raw: &RawInstruction, escape: char) -> Result<Box<Instructi
     parse_instruction(&trigger, escape).map(Box::new)
 }
 
-/// `healthcheck = "HEALTHCHECK" ("NONE" | flags "CMD" (exec_form | shell_form))`
+/// ```ebnf
+/// healthcheck = "HEALTHCHECK" ( "NONE"
+///                             | { healthcheck_flag } "CMD" ( json_array | text ) ) ;
+/// healthcheck_flag = ( "--interval=" | "--timeout=" | "--start-period=" | "--start-interval=" ) duration
+///                  | "--retries=" DIGIT+ ;
+/// ```
 ///
 /// # Errors
 /// No arguments, a type other than CMD or NONE, arguments or flags after NONE, a missing
@@ -1064,7 +1138,8 @@ pub fn parse_healthcheck(raw: &RawInstruction, escape: char) -> Result<Healthche
     }
 }
 
-/// A HEALTHCHECK duration flag: a Go duration of at least 1ms, or 0 for the default.
+/// A HEALTHCHECK duration flag: a Go duration of at least 1ms, or 0 for the default (the
+/// `duration` alternatives of `healthcheck_flag`; not in grammar/ itself).
 fn duration_flag(cx: &Context<'_>, flags: &Flags, name: &str) -> Result<Option<Duration>> {
     let (Some(text), Some(flag)) = (flags.text(name), flags.get(name)) else {
         return Ok(None);
@@ -1482,9 +1557,9 @@ mod tests {
             ("ENV =x", "invalid ENV name '': expected a name before '='", None, 5),
             ("LABEL a=1 =x", "invalid LABEL name '': expected a name before '='", None, 11),
             ("ARG", "ARG requires at least one argument", None, 4),
-            ("ARG OK 1BAD=x", "invalid ARG name '1BAD': expected a name that starts with a letter or '_' and holds only letters, digits and '_'", None, 8),
-            ("ARG \"THREE=three 3\"", "invalid ARG name '\"THREE': expected a name that starts with a letter or '_' and holds only letters, digits and '_'", None, 5),
-            ("ARG =x", "invalid ARG name '': expected a name that starts with a letter or '_' and holds only letters, digits and '_'", None, 5),
+            ("ARG OK 1BAD=x", "invalid ARG name '1BAD': expected a name that starts with a letter or '_' and holds only letters, digits, '_', '-' and '.'", None, 8),
+            ("ARG \"THREE=three 3\"", "invalid ARG name '\"THREE': expected a name that starts with a letter or '_' and holds only letters, digits, '_', '-' and '.'", None, 5),
+            ("ARG =x", "invalid ARG name '': expected a name that starts with a letter or '_' and holds only letters, digits, '_', '-' and '.'", None, 5),
             ("EXPOSE", "EXPOSE requires at least one argument", None, 7),
             ("EXPOSE 80 http", "invalid EXPOSE port 'http': expected a port or range with an optional protocol, such as 80, 8000-8010 or 53/udp", None, 11),
             ("VOLUME [\"\"]", "invalid VOLUME path '': expected a non-empty path", None, 8),

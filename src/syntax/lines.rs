@@ -20,7 +20,26 @@ use crate::words::{Lexer, NoEnv};
 /// The directives BuildKit acts on; any other `# key=value` line ends the header.
 const KNOWN_DIRECTIVES: [&str; 3] = ["syntax", "escape", "check"];
 
-/// Reads the whole file (grammar rule `dockerfile`).
+/// Reads the whole file into raw instructions:
+///
+/// ```ebnf
+/// dockerfile    = [ BOM ] header { comment_line | blank_line | logical_line } ;
+/// physical_line = { ANY - LF } EOL ;
+/// ```
+///
+/// The sub-rules of sections 3 and 4 that only this loop reads:
+///
+/// ```ebnf
+/// blank_line        = { SPACE } EOL ;
+/// logical_line      = first_line { continuation_line } { heredoc_body } ;
+/// first_line        = { SPACE } line_continuation ;
+/// continuation_line = comment_line | blank_line | line_continuation ;
+/// heredoc_body      = { physical_line } ;    (* up to a line equal to the name *)
+/// ```
+///
+/// # Errors
+/// No instruction at all, a bad or repeated directive, an unterminated heredoc, and whatever
+/// [`instruction_line`] and [`heredocs_from_line`] reject.
 pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut lines = source.split_inclusive('\n');
@@ -32,7 +51,7 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
 
     while let Some(physical) = lines.next() {
         let content = trim_newline(physical);
-        if is_comment(content) {
+        if comment_line(content) {
             let comment = content.trim_start()[1..].trim();
             if comment.is_empty() {
                 comments.clear();
@@ -45,7 +64,7 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
         line_no += 1;
         header.observe(stripped, line_no)?;
         let start_line = line_no;
-        let text = if is_comment(stripped) { "" } else { stripped };
+        let text = if comment_line(stripped) { "" } else { stripped };
         let (text, mut ended) = line_continuation(text, header.escape);
         if ended && text.is_empty() {
             continue;
@@ -66,7 +85,7 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
             let content = trim_newline(physical);
             line_no += 1;
             header.observe(content, line_no)?;
-            if is_comment(content) {
+            if comment_line(content) {
                 continue;
             }
             if content.trim_start().is_empty() {
@@ -165,8 +184,13 @@ pub(crate) fn dockerfile(source: &str) -> Result<Dockerfile> {
     })
 }
 
-/// The parser directives seen so far and whether the header is still open
-/// (grammar rule `header`).
+/// Reads `header` one line at a time: the parser directives seen so far and whether the
+/// header is still open.
+///
+/// ```ebnf
+/// header  = [ SHEBANG ] { directive_line } ;
+/// SHEBANG = "#!" { ANY - LF } EOL ;                (* line 1 only *)
+/// ```
 #[derive(Debug)]
 struct Header {
     escape: char,
@@ -250,7 +274,11 @@ impl Header {
     }
 }
 
-/// Returns the parser directives at the top of a Dockerfile (grammar rule `header`).
+/// Returns the parser directives at the top of a Dockerfile, read by [`Header`]:
+///
+/// ```ebnf
+/// header = [ SHEBANG ] { directive_line } ;
+/// ```
 ///
 /// # Errors
 /// A repeated directive or an invalid escape character.
@@ -303,9 +331,16 @@ fn find_directive_as(key: &str, text: &str, comments: &[&'static str]) -> Option
     })
 }
 
-/// `directive_line = "#" blank* name blank* "=" blank* value blank*`
-/// where `name = letter (letter | digit)*` and the value is not empty; `comment` stands for
-/// the `#`.
+/// Reads one directive line into its name and value:
+///
+/// ```ebnf
+/// directive_line = "#" { SPACE } name { SPACE } "=" { SPACE } value { SPACE } EOL ;
+/// name           = LETTER { LETTER | DIGIT } ;            (* ASCII *)
+/// value          = ANY+ ;                                 (* trailing SPACE excluded *)
+/// ```
+///
+/// `comment` stands for the `#` (`//` when a frontend's syntax directive is searched in a file
+/// of another format).
 fn directive_line<'a>(line: &'a str, comment: &str) -> IResult<&'a str, (&'a str, &'a str)> {
     let blanks =
         |input| take_while(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0c'))(input);
@@ -331,9 +366,16 @@ fn directive_line<'a>(line: &'a str, comment: &str) -> IResult<&'a str, (&'a str
     Ok((input, (name, value)))
 }
 
-/// `line_continuation = text escape blank* EOL`, where the character before `escape` is not
-/// itself `escape` (so `foo\\` ends the instruction). Returns the text without the escape and
-/// trailing blanks, and whether the instruction ends on this line.
+/// Reads one line of an instruction:
+///
+/// ```ebnf
+/// line_continuation = text ( ESC { " " | TAB } EOL   (* continues *)
+///                          | EOL ) ;                  (* ends the instruction *)
+/// ```
+///
+/// The line continues only when the character before `ESC` is not itself `ESC` (so `foo\\`
+/// ends the instruction). Returns the text without the escape and trailing blanks, and whether
+/// the instruction ends on this line.
 fn line_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     match trimmed.strip_suffix(escape) {
@@ -342,23 +384,33 @@ fn line_continuation(line: &str, escape: char) -> (&str, bool) {
     }
 }
 
-/// `comment_line = blank* "#" any*`
-fn is_comment(line: &str) -> bool {
+/// Returns true if and only if `line` is a comment:
+///
+/// ```ebnf
+/// comment_line = { SPACE } "#" { ANY - LF } EOL ;
+/// ```
+fn comment_line(line: &str) -> bool {
     line.trim_start().starts_with('#')
 }
 
-/// Line ends are `\n` or `\r\n`; stray trailing carriage returns go too, as in BuildKit.
+/// Removes the line end (character class `EOL = { CR } ( LF | EOF )`, not a production): `\n`
+/// or `\r\n`; stray trailing carriage returns go too, as in BuildKit.
 fn trim_newline(line: &str) -> &str {
     line.trim_end_matches(['\r', '\n'])
 }
 
-/// RUN, COPY and ADD in shell form take heredocs, also under ONBUILD.
+/// RUN, COPY and ADD in shell form take heredocs, also under ONBUILD (not in grammar/ as a
+/// production: the "Where" paragraph of section 4).
 fn may_take_heredocs(instruction: &RawInstruction) -> bool {
     let target = instruction.nested.as_deref().unwrap_or(instruction);
     matches!(target.keyword_lower().as_str(), "run" | "copy" | "add") && !target.json
 }
 
-/// Finds the heredoc markers in a logical line (grammar rule `heredoc_markers`).
+/// Finds the heredoc markers in a logical line:
+///
+/// ```ebnf
+/// heredocs_from_line = { shell_word } ;       (* the heredoc markers among the words *)
+/// ```
 ///
 /// The line is cut into shell words with quotes and escapes kept, so a quoted `'<<EOF'` is
 /// not a marker; a bare `<<` or `<<-` takes the following word as its delimiter.
@@ -388,7 +440,11 @@ pub fn heredocs_from_line(line: &str) -> std::result::Result<Vec<Heredoc>, Parse
     Ok(docs)
 }
 
-/// `heredoc_operator = digit* "<<" "-"?`; returns the file descriptor and whether it chomps.
+/// Reads the operator of a heredoc marker; returns the file descriptor and whether it chomps.
+///
+/// ```ebnf
+/// heredoc_operator = { DIGIT } "<<" [ "-" ] ;
+/// ```
 fn heredoc_operator(word: &str) -> IResult<&str, (u32, bool)> {
     let (input, (fd, _, dash)) = tuple((
         take_while(|c: char| c.is_ascii_digit()),
@@ -398,8 +454,14 @@ fn heredoc_operator(word: &str) -> IResult<&str, (u32, bool)> {
     Ok((input, (fd.parse().unwrap_or(0), dash.is_some())))
 }
 
-/// `heredoc = heredoc_operator blank* delimiter`, where the delimiter holds no `<` and is
-/// exactly one shell word. Returns `None` when `word` is not a heredoc marker at all.
+/// Reads one heredoc marker:
+///
+/// ```ebnf
+/// heredoc   = heredoc_operator { SPACE } delimiter ;
+/// delimiter = { ANY - "<" }+ ;       (* exactly one shell word *)
+/// ```
+///
+/// Returns `None` when `word` is not a heredoc marker at all.
 ///
 /// # Errors
 /// A delimiter with an unbalanced quote.

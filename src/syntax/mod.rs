@@ -38,16 +38,23 @@ pub fn parse(source: &[u8]) -> Result<Parsed> {
         .iter()
         .map(|raw| parse_instruction(raw, dockerfile.escape))
         .collect::<Result<Vec<_>>>()?;
-    check_stage_order(&instructions)?;
+    stage_order(&instructions)?;
     Ok(Parsed {
         dockerfile,
         instructions,
     })
 }
 
-/// `dockerfile = arg* (from instruction*)+` at the level of instructions: only ARGs may come
-/// before the first FROM, and there must be a FROM.
-fn check_stage_order(instructions: &[Instruction]) -> Result<()> {
+/// Checks the order of the typed instructions: only ARGs may come before the first FROM, and
+/// there must be a FROM.
+///
+/// ```ebnf
+/// stage_order = { arg } from { instruction } ;   (* over typed instructions, not text *)
+/// ```
+///
+/// # Errors
+/// An instruction other than ARG before the first FROM, and a file with no FROM.
+fn stage_order(instructions: &[Instruction]) -> Result<()> {
     let first_stage = instructions
         .iter()
         .position(|instruction| matches!(instruction.command, Command::From(_)));

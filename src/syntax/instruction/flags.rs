@@ -143,7 +143,12 @@ impl Flags {
     }
 }
 
-/// Splits a flag word into its name and, when there is an `=`, its value.
+/// Splits a flag word into its name and, when there is an `=`, its value (the sub-rule `flag`
+/// of `flags`, see [`parse_flags`]):
+///
+/// ```ebnf
+/// flag  = "--" flag_name [ "=" value ] ;
+/// ```
 pub(super) fn split_flag(word: &str) -> (&str, Option<&str>) {
     let body = word.strip_prefix("--").unwrap_or(word);
     match body.split_once('=') {
@@ -152,7 +157,12 @@ pub(super) fn split_flag(word: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Reads the flags of `raw` against `specs` (grammar rule `flag`).
+/// Checks the flag words of `raw` against `specs`, the flags its instruction takes:
+///
+/// ```ebnf
+/// flags = { flag } ;       (* the flag words of builder_flags, checked *)
+/// flag  = "--" flag_name [ "=" value ] ;
+/// ```
 ///
 /// # Errors
 /// An unknown flag (with a "did you mean" hint), a repeated single flag, a value-taking flag
@@ -223,7 +233,7 @@ pub(super) fn parse_flags(
 }
 
 /// "did you mean '--chown'?" for a near miss, else which instructions take the flag, else a
-/// note that the instruction takes no flags at all.
+/// note that the instruction takes no flags at all (not in grammar/: a hint for messages).
 fn unknown_flag_hint(keyword: &str, name: &str, specs: &[FlagSpec]) -> Option<String> {
     let names: Vec<&str> = specs.iter().map(|spec| spec.name).collect();
     if let Some(close) = nearest(name, &names) {

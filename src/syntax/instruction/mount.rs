@@ -256,7 +256,8 @@ impl Mount {
 
     /// BuildKit's `parseMount` over the options in order. Values for which `deferred` is true
     /// are skipped, as are the checks that need them; the flag returned is false when anything
-    /// was skipped, and the mount is then incomplete.
+    /// was skipped, and the mount is then incomplete. Not in grammar/ as a production: it
+    /// applies the option table and the errors listed under `mount` in section 8.
     pub(super) fn interpret(
         &self,
         deferred: &dyn Fn(&str) -> bool,
@@ -499,6 +500,7 @@ impl Mount {
     }
 }
 
+/// An invalid-value error (not in grammar/: builds messages).
 fn invalid(what: &str, found: &str, expected: &str) -> ParseErrorKind {
     ParseErrorKind::InvalidValue {
         what: what.to_string(),
@@ -507,6 +509,7 @@ fn invalid(what: &str, found: &str, expected: &str) -> ParseErrorKind {
     }
 }
 
+/// `Some(value)` unless it is empty, for options where empty means unset (not in grammar/).
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
@@ -521,6 +524,11 @@ pub(super) struct Field {
 /// Splits a `--mount` value into CSV fields as Go's CSV readers do: fields separated by `,`;
 /// a field that starts with `"` is quoted, `""` inside it stands for one `"`, and the closing
 /// quote must end the field. Returns the offset of the problem on failure.
+///
+/// ```ebnf
+/// csv_fields = csv_field { "," csv_field } ;
+/// csv_field  = '"' { ANY - '"' | '""' } '"' | { ANY - "," - '"' } ;
+/// ```
 pub(super) fn csv_fields(value: &str) -> Result<Vec<Field>, usize> {
     let mut fields = Vec::new();
     let mut start = 0;
@@ -582,9 +590,14 @@ pub struct MountError {
     pub offset: usize,
 }
 
-/// Reads one `--mount` value into its options (grammar rule `mount_option`), then checks it,
+/// Reads one `--mount` value into its options, then checks it ([`Mount::interpret`]),
 /// skipping the values for which `deferred` is true (those that need expansion) and the
 /// rules that depend on them. `position` is where the `--mount` flag is.
+///
+/// ```ebnf
+/// mount        = csv_fields ;                         (* each field a mount_option *)
+/// mount_option = key [ "=" value ] ;
+/// ```
 ///
 /// # Errors
 /// Bad CSV quoting, an unknown key (with a hint), a key without `=value` other than `ro`,

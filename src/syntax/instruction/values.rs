@@ -13,13 +13,15 @@ use crate::syntax::error::{did_you_mean, ParseErrorKind};
 
 /// Returns true if and only if `word` reads the same before and after shell-word expansion:
 /// it holds no `$`, no quote and no `escape` character. Other values are kept as written and
-/// checked after expansion.
+/// checked after expansion. Not in grammar/ as a production: the rule for when section 8
+/// checks a value.
 pub fn is_literal(word: &str, escape: char) -> bool {
     !word
         .chars()
         .any(|c| matches!(c, '$' | '\'' | '"') || c == escape)
 }
 
+/// An invalid-value error (not in grammar/: builds messages).
 fn invalid(what: &str, found: &str, expected: &str) -> ParseErrorKind {
     ParseErrorKind::InvalidValue {
         what: what.to_string(),
@@ -36,6 +38,12 @@ pub const DURATION_EXPECTED: &str =
 /// `number unit` parts such as `1h30m` or `1.5s`; a bare `0` is allowed. Returns `None` for
 /// text Go rejects, for negative durations, and for durations over Go's limit of about 292
 /// years.
+///
+/// ```ebnf
+/// duration = [ "+" | "-" ] ( "0" | { number unit }+ ) ;
+/// number   = DIGIT+ [ "." DIGIT* ] | "." DIGIT+ ;
+/// unit     = "ns" | "us" | "µs" | "μs" | "ms" | "s" | "m" | "h" ;
+/// ```
 pub fn parse_duration(text: &str) -> Option<Duration> {
     const LIMIT: u128 = 1 << 63;
     let (negative, mut rest) = match text.as_bytes().first() {
@@ -128,7 +136,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// Formats a duration as Go's `Duration.String` does (`1m30s`, `1h0m0s`, `1.5s`, `500ms`,
-/// `10µs`, `0s`), the form BuildKit writes into image history.
+/// `10µs`, `0s`), the form BuildKit writes into image history (not in grammar/: the inverse
+/// of [`parse_duration`], for output).
 pub fn format_duration(duration: Duration) -> String {
     let nanos = duration.as_nanos();
     if nanos == 0 {
@@ -174,7 +183,8 @@ pub(crate) fn serialize_duration<S: serde::Serializer>(
 }
 
 /// Parses an unsigned number the way Go's `strconv.ParseUint(text, radix, 32)` does: digits
-/// only (no sign, no prefix, no `_`), at most `u32::MAX`.
+/// only (no sign, no prefix, no `_`), at most `u32::MAX` (not in grammar/: the `--mount`
+/// `mode`, `uid` and `gid` values of section 8 and octal `chmod`).
 pub fn parse_u32(text: &str, radix: u32) -> Option<u32> {
     if text.is_empty() || !text.chars().all(|c| c.is_digit(radix)) {
         return None;
@@ -183,7 +193,7 @@ pub fn parse_u32(text: &str, radix: u32) -> Option<u32> {
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does: `1 t T TRUE true True` and
-/// `0 f F FALSE false False`.
+/// `0 f F FALSE false False` (not in grammar/: the Go booleans of section 8 `mount`).
 pub fn parse_go_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
@@ -196,6 +206,10 @@ pub fn parse_go_bool(text: &str) -> Option<bool> {
 /// space, and an optional binary unit `k m g t p` (any case), optionally followed by `i` and
 /// `b`: `64m`, `1.5GiB`, `512`. Returns bytes, or `None` when it does not fit that form or an
 /// `i64`.
+///
+/// ```ebnf
+/// size = DIGIT+ { "." DIGIT+ } [ " " ] [ ( "k" | "m" | "g" | "t" | "p" ) ] [ "i" ] [ "b" ] ;
+/// ```
 pub fn parse_size(text: &str) -> Option<u64> {
     let number_end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -246,8 +260,11 @@ pub enum Chmod {
 }
 
 /// Checks a `--chmod` value: an octal mode up to `07777`, or a symbolic mode as chmod(1) takes
-/// it (`[ugoa]*` then one or more of `+-=` followed by `rwxXst` letters or one of `ugo`,
-/// clauses separated by commas).
+/// it, clauses separated by commas.
+///
+/// ```ebnf
+/// chmod = OCTAL+ | chmod_clause { "," chmod_clause } ;
+/// ```
 ///
 /// # Errors
 /// Anything else, as [`ParseErrorKind::InvalidValue`].
@@ -261,15 +278,19 @@ pub fn validate_chmod(text: &str) -> Result<Chmod, ParseErrorKind> {
             Err(invalid("--chmod value", text, EXPECTED))
         };
     }
-    if !text.is_empty() && text.split(',').all(is_symbolic_clause) {
+    if !text.is_empty() && text.split(',').all(chmod_clause) {
         return Ok(Chmod::Symbolic(text.to_string()));
     }
     Err(invalid("--chmod value", text, EXPECTED))
 }
 
-/// `clause = who* action+`, `who = [ugoa]`, `action = op (perm* | [ugo])`, `op = [+-=]`,
-/// `perm = [rwxXst]` (not in grammar/: a chmod(1) rule).
-fn is_symbolic_clause(clause: &str) -> bool {
+/// Returns true if and only if `clause` is one symbolic clause of chmod(1): `[ugoa]*`, then
+/// one or more of `+-=`, each followed by `rwxXst` letters or one of `ugo`.
+///
+/// ```ebnf
+/// chmod_clause = { "u" | "g" | "o" | "a" } { ( "+" | "-" | "=" ) ( { "r" | "w" | "x" | "X" | "s" | "t" } | "u" | "g" | "o" ) }+ ;
+/// ```
+fn chmod_clause(clause: &str) -> bool {
     let actions = clause.trim_start_matches(['u', 'g', 'o', 'a']);
     if actions.is_empty() {
         return false;
@@ -298,6 +319,10 @@ fn is_symbolic_clause(clause: &str) -> bool {
 /// Checks one `EXPOSE` word: `[ip:][hostport:]port[-end][/tcp|udp|sctp]` with ports
 /// 0–65535, as Docker's `nat.ParsePortSpec` reads it. Only the container part after the last
 /// `:` is checked; the host part is ignored by a build anyway.
+///
+/// ```ebnf
+/// port = [ [ ip ":" ] [ DIGIT+ ] ":" ] DIGIT+ [ "-" DIGIT+ ] [ "/" ( "tcp" | "udp" | "sctp" ) ] ;
+/// ```
 ///
 /// # Errors
 /// A missing or non-numeric port, a reversed range, or an unknown protocol.
@@ -342,6 +367,10 @@ const SIGNALS: [&str; 34] = [
 /// Checks a `STOPSIGNAL` value: a positive number, or a signal name with or without `SIG`, in
 /// any case (`SIGTERM`, `term`, `RTMIN+3`).
 ///
+/// ```ebnf
+/// signal = DIGIT+ | [ "SIG" ] signal_name ;                     (* any case *)
+/// ```
+///
 /// # Errors
 /// Anything else, with a hint when a known name is close.
 pub fn validate_signal(text: &str) -> Result<(), (ParseErrorKind, Option<String>)> {
@@ -379,6 +408,10 @@ pub fn validate_signal(text: &str) -> Result<(), (ParseErrorKind, Option<String>
 /// right number of hex digits (HTTP sources), or a commit hash of 7 to 64 hex digits (git
 /// sources).
 ///
+/// ```ebnf
+/// checksum = ( "sha256:" HEX*64 | "sha384:" HEX*96 | "sha512:" HEX*128 ) | HEX*7..64 ;
+/// ```
+///
 /// # Errors
 /// Anything else, as [`ParseErrorKind::InvalidValue`].
 pub fn validate_checksum(text: &str) -> Result<(), ParseErrorKind> {
@@ -413,6 +446,10 @@ pub fn validate_checksum(text: &str) -> Result<(), ParseErrorKind> {
 /// Checks a build stage name after `AS` and returns it lower-cased, as BuildKit does: the
 /// lower-cased name must match `^[a-z][a-z0-9-_.]*$`.
 ///
+/// ```ebnf
+/// stage_name = LOWER { LOWER | DIGIT | "-" | "_" | "." } ;          (* after lower-casing *)
+/// ```
+///
 /// # Errors
 /// A name that starts with something other than a letter or holds other symbols.
 pub fn validate_stage_name(name: &str) -> Result<String, ParseErrorKind> {
@@ -436,6 +473,10 @@ pub fn validate_stage_name(name: &str) -> Result<String, ParseErrorKind> {
 /// a mistake; a name must start with a letter or `_` and hold only letters, digits, `_`, `-`
 /// and `.` (the last two are accepted for names only passed to RUN's environment).
 ///
+/// ```ebnf
+/// arg_name = ( LETTER | "_" ) { LETTER | DIGIT | "_" | "-" | "." } ;
+/// ```
+///
 /// # Errors
 /// A blank name or one with other characters.
 pub fn validate_arg_name(name: &str) -> Result<(), ParseErrorKind> {
@@ -450,7 +491,7 @@ pub fn validate_arg_name(name: &str) -> Result<(), ParseErrorKind> {
         Err(invalid(
             "ARG name",
             name,
-            "a name that starts with a letter or '_' and holds only letters, digits and '_'",
+            "a name that starts with a letter or '_' and holds only letters, digits, '_', '-' and '.'",
         ))
     }
 }
