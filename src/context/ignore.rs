@@ -616,6 +616,49 @@ impl ContextFilter {
         }
     }
 
+    /// Judges one entry of a walk, given its parent directory's [`Verdict::matches`] (`None`
+    /// at the top, or when unknown): whether it is kept and, for a directory, whether the
+    /// walk must enter it. A directory that fails the filter is still entered when an
+    /// exception or include pattern might reach inside; such a directory belongs in the
+    /// result only if something below it is kept ([`ContextFilter::select`] does that).
+    pub fn judge(
+        &self,
+        path: &str,
+        is_dir: bool,
+        parent: Option<&DirMatches>,
+    ) -> Result<Verdict, IgnoreError> {
+        let mut verdict = Verdict {
+            keep: true,
+            descend: true,
+            matches: DirMatches::default(),
+        };
+        if let Some(include) = &self.include {
+            let (hit, results) = include.matches_in_walk(path, parent.map(|p| &p.include))?;
+            verdict.matches.include = results;
+            if !hit {
+                verdict.keep = false;
+                if is_dir && self.only_prefix_includes && !include.could_match_below(path, false) {
+                    verdict.descend = false;
+                    return Ok(verdict);
+                }
+            }
+        }
+        if let Some(exclude) = &self.exclude {
+            let (hit, results) = exclude.matches_in_walk(path, parent.map(|p| &p.exclude))?;
+            verdict.matches.exclude = results;
+            if hit {
+                verdict.keep = false;
+                if is_dir
+                    && self.only_prefix_exclude_exceptions
+                    && !(exclude.has_exclusions() && exclude.could_match_below(path, true))
+                {
+                    verdict.descend = false;
+                }
+            }
+        }
+        Ok(verdict)
+    }
+
     /// The entries BuildKit's filtered walk produces, in its order: depth first, each
     /// directory's entries by byte order, a directory before its contents. An entry is
     /// produced if it passes the include filter and is not excluded; a directory that fails
@@ -648,40 +691,12 @@ impl ContextFilter {
                 open.pop();
             }
             let parent = open.last();
-            let mut skip = false;
-            let mut include_results = ParentMatches::default();
-            let mut exclude_results = ParentMatches::default();
-            if let Some(include) = &self.include {
-                let (hit, results) =
-                    include.matches_in_walk(&entry.path, parent.map(|p| &p.include))?;
-                include_results = results;
-                if !hit {
-                    if entry.is_dir
-                        && self.only_prefix_includes
-                        && !include.could_match_below(&entry.path, false)
-                    {
-                        skipped = Some(format!("{}/", entry.path));
-                        continue;
-                    }
-                    skip = true;
-                }
+            let verdict = self.judge(&entry.path, entry.is_dir, parent.map(|p| &p.matches))?;
+            if !verdict.descend {
+                skipped = Some(format!("{}/", entry.path));
+                continue;
             }
-            if let Some(exclude) = &self.exclude {
-                let (hit, results) =
-                    exclude.matches_in_walk(&entry.path, parent.map(|p| &p.exclude))?;
-                exclude_results = results;
-                if hit {
-                    if entry.is_dir
-                        && self.only_prefix_exclude_exceptions
-                        && !(exclude.has_exclusions()
-                            && exclude.could_match_below(&entry.path, true))
-                    {
-                        skipped = Some(format!("{}/", entry.path));
-                        continue;
-                    }
-                    skip = true;
-                }
-            }
+            let skip = !verdict.keep;
             if !skip {
                 for dir in open.iter_mut().filter(|dir| dir.pending) {
                     dir.pending = false;
@@ -693,8 +708,7 @@ impl ContextFilter {
                 open.push(OpenDir {
                     entry,
                     path_slash: format!("{}/", entry.path),
-                    include: include_results,
-                    exclude: exclude_results,
+                    matches: verdict.matches,
                     pending: skip,
                 });
             }
@@ -707,9 +721,27 @@ impl ContextFilter {
 struct OpenDir<'a> {
     entry: &'a ContextEntry,
     path_slash: String,
+    matches: DirMatches,
+    pending: bool,
+}
+
+/// A directory's per-pattern results for both filters, handed to its children during a walk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirMatches {
     include: ParentMatches,
     exclude: ParentMatches,
-    pending: bool,
+}
+
+/// What [`ContextFilter::judge`] decides for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// True if and only if the entry passes the include filter and is not excluded.
+    pub keep: bool,
+    /// False if and only if the entry is a directory nothing below which can be kept, so a
+    /// walk must not enter it.
+    pub descend: bool,
+    /// The results to pass when judging the directory's children.
+    pub matches: DirMatches,
 }
 
 /// Depth-first walk order: compare segment by segment, by bytes, so a directory comes right
