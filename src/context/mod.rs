@@ -5,3 +5,6 @@
 //! for hashing: that belongs to the cache stage.
 
 pub mod ignore;
+pub mod walk;
+
+pub use self::walk::{read_dockerignore, walk, Context, Entry, EntryKind, WalkError};

@@ -1,0 +1,458 @@
+//! The build-context walk: a directory on disk plus `.dockerignore` patterns to a [`Context`].
+//!
+//! Consumes the context root and the ignore patterns; produces every entry a build may use,
+//! with the metadata the cache's stat cache keys on (mode, size, mtime, ctime, inode,
+//! device, owner) and symlink targets, sorted in walk order. It must never read file content
+//! (hashing belongs to `cache::contenthash`, and only for what a COPY selects) and never
+//! follow a symlink: a link inside the context is an entry of its own.
+//!
+//! Directories are read in parallel, one rayon task per directory. Which entries are kept,
+//! and which excluded directories are not even entered, is decided by
+//! [`ContextFilter::judge`], the same decision BuildKit's context walk makes: an excluded
+//! directory is entered only when an exception pattern could re-include something inside.
+
+use std::cmp::Ordering;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Mutex;
+
+use super::ignore::{read_ignore_file, ContextFilter, DirMatches, IgnoreError};
+
+/// Why the context cannot be walked.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// A directory, entry or ignore file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The path being read.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A name in the context is not UTF-8; patterns and cache keys need text paths.
+    #[error("{path} is not valid UTF-8: expected UTF-8 names in the build context")]
+    NotUtf8 {
+        /// The entry (or symlink whose target is not UTF-8).
+        path: PathBuf,
+    },
+    /// The `.dockerignore` patterns cannot be used.
+    #[error("cannot use the .dockerignore patterns")]
+    Patterns(#[source] IgnoreError),
+}
+
+/// The walk's result type.
+pub type Result<T> = std::result::Result<T, WalkError>;
+
+/// What an entry of the context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link, never followed, with its target as stored.
+    Symlink {
+        /// The target, as `readlink` returns it.
+        target: String,
+    },
+    /// A fifo, socket or device node.
+    Other,
+}
+
+/// One kept entry of the context, with its `lstat` metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the context root, `/`-separated, no leading or trailing `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    /// `st_size` in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+}
+
+/// The walked build context: its root and every kept entry in walk order (depth first,
+/// siblings by byte order, a directory right before its contents).
+#[derive(Debug, Clone)]
+pub struct Context {
+    root: PathBuf,
+    entries: Vec<Entry>,
+}
+
+impl Context {
+    /// A context of the given entries under `root`, put in walk order; for callers that
+    /// build entries themselves (tests, named contexts).
+    pub fn from_entries(root: PathBuf, mut entries: Vec<Entry>) -> Context {
+        entries.sort_unstable_by(|a, b| walk_cmp(&a.path, &b.path));
+        Context { root, entries }
+    }
+
+    /// The directory that was walked.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every entry, in walk order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if and only if the context has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry at `path` (relative, `/`-separated, cleaned), if the context has it.
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|entry| walk_cmp(&entry.path, path))
+            .ok()
+            .and_then(|index| self.entries.get(index))
+    }
+
+    /// The entries strictly below directory `path`, in walk order; `""` or `.` means the
+    /// root, giving every entry.
+    pub fn under(&self, path: &str) -> &[Entry] {
+        if path.is_empty() || path == "." {
+            return &self.entries;
+        }
+        let start = self
+            .entries
+            .partition_point(|entry| walk_cmp(&entry.path, path) != Ordering::Greater);
+        let rest = &self.entries[start..];
+        let below = rest.partition_point(|entry| is_below(&entry.path, path));
+        &rest[..below]
+    }
+}
+
+/// True if and only if `path` is strictly below directory `dir`.
+fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+/// Walk order as one byte comparison: `/` sorts below every other byte (a name cannot hold
+/// a NUL), which is the same as comparing segment by segment.
+pub fn walk_cmp(a: &str, b: &str) -> Ordering {
+    let low = |byte: u8| if byte == b'/' { 0 } else { byte };
+    a.bytes().map(low).cmp(b.bytes().map(low))
+}
+
+/// Reads the ignore patterns for a build: `<Dockerfile>.dockerignore` next to the Dockerfile
+/// when it exists (BuildKit prefers it), else `.dockerignore` in the context root, else none.
+/// `dockerfile` is `None` when the Dockerfile does not come from a file.
+///
+/// # Errors
+/// [`WalkError::Io`] if a file exists but cannot be read.
+pub fn read_dockerignore(root: &Path, dockerfile: Option<&Path>) -> Result<Vec<String>> {
+    let specific = dockerfile.and_then(|file| {
+        let mut name = file.file_name()?.to_os_string();
+        name.push(".dockerignore");
+        Some(file.with_file_name(name))
+    });
+    for candidate in specific.into_iter().chain([root.join(".dockerignore")]) {
+        match std::fs::read(&candidate) {
+            Ok(bytes) => return Ok(read_ignore_file(&String::from_utf8_lossy(&bytes))),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WalkError::Io {
+                    path: candidate,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Walks the context at `root`, applying the `.dockerignore` patterns with Docker's
+/// semantics, in parallel. Symlinks are recorded, never followed.
+///
+/// # Errors
+/// Bad patterns, an unreadable directory or entry, or a name that is not UTF-8.
+pub fn walk(root: &Path, dockerignore_patterns: &[String]) -> Result<Context> {
+    let no_includes: &[String] = &[];
+    let filter =
+        ContextFilter::new(no_includes, dockerignore_patterns).map_err(WalkError::Patterns)?;
+    let shared = Shared {
+        root,
+        filter,
+        found: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+    };
+    rayon::scope(|scope| read_directory(scope, &shared, String::new(), None));
+    if let Some(error) = lock(&shared.error).take() {
+        return Err(error);
+    }
+    let mut found: Vec<Found> = lock(&shared.found).drain(..).flatten().collect();
+    found.sort_unstable_by(|a, b| walk_cmp(&a.entry.path, &b.entry.path));
+    Ok(Context {
+        root: root.to_path_buf(),
+        entries: prune_pending(found),
+    })
+}
+
+/// An entry the walk met: kept by the filter, or a directory entered only because something
+/// inside might be kept.
+struct Found {
+    entry: Entry,
+    keep: bool,
+}
+
+/// Drops entered-but-excluded directories with nothing kept below them. In walk order a
+/// directory's descendants follow it contiguously, so going backwards the last kept entry
+/// seen is the first kept one after the directory; it is below it or nothing is.
+fn prune_pending(found: Vec<Found>) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = Vec::with_capacity(found.len());
+    for item in found.into_iter().rev() {
+        let keep = item.keep
+            || kept
+                .last()
+                .is_some_and(|next| is_below(&next.path, &item.entry.path));
+        if keep {
+            kept.push(item.entry);
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+/// State every directory task shares.
+struct Shared<'a> {
+    root: &'a Path,
+    filter: ContextFilter,
+    found: Mutex<Vec<Vec<Found>>>,
+    error: Mutex<Option<WalkError>>,
+    failed: AtomicBool,
+}
+
+impl Shared<'_> {
+    fn fail(&self, error: WalkError) {
+        self.failed.store(true, AtomicOrdering::Relaxed);
+        lock(&self.error).get_or_insert(error);
+    }
+}
+
+/// Locks a mutex, taking the data even if a task panicked while holding it (the data is
+/// only ever appended to, so it stays consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads one directory (`relative` to the root, `""` for the root), judges its entries and
+/// spawns a task for each subdirectory the walk must enter.
+fn read_directory<'s>(
+    scope: &rayon::Scope<'s>,
+    shared: &'s Shared<'s>,
+    relative: String,
+    matches: Option<DirMatches>,
+) {
+    if shared.failed.load(AtomicOrdering::Relaxed) {
+        return;
+    }
+    let dir = shared.root.join(&relative);
+    let io_error = |path: PathBuf| move |source| WalkError::Io { path, source };
+    let reader = match std::fs::read_dir(&dir) {
+        Ok(reader) => reader,
+        Err(source) => return shared.fail(io_error(dir)(source)),
+    };
+    let mut found = Vec::new();
+    for item in reader {
+        let result = item
+            .map_err(io_error(dir.clone()))
+            .and_then(|item| judge_entry(shared, &relative, matches.as_ref(), &item));
+        match result {
+            Ok(Some((item, descend))) => {
+                if let Some(child_matches) = descend {
+                    let path = item.entry.path.clone();
+                    scope.spawn(move |scope| {
+                        read_directory(scope, shared, path, Some(child_matches))
+                    });
+                }
+                found.push(item);
+            }
+            Ok(None) => {}
+            Err(error) => return shared.fail(error),
+        }
+    }
+    lock(&shared.found).push(found);
+}
+
+/// Stats and judges one directory entry. Returns `None` for an entry the walk drops, else
+/// the entry and, for a directory the walk must enter, the results for its children.
+fn judge_entry(
+    shared: &Shared<'_>,
+    parent: &str,
+    matches: Option<&DirMatches>,
+    item: &std::fs::DirEntry,
+) -> Result<Option<(Found, Option<DirMatches>)>> {
+    let name = item.file_name();
+    let name = name
+        .to_str()
+        .ok_or_else(|| WalkError::NotUtf8 { path: item.path() })?;
+    let mut path = String::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        path.push_str(parent);
+        path.push('/');
+    }
+    path.push_str(name);
+    // DirEntry::metadata does not follow symlinks on Unix (fstatat with
+    // AT_SYMLINK_NOFOLLOW).
+    let metadata = item.metadata().map_err(|source| WalkError::Io {
+        path: item.path(),
+        source,
+    })?;
+    let file_type = metadata.file_type();
+    let is_dir = file_type.is_dir();
+    let verdict = shared
+        .filter
+        .judge(&path, is_dir, matches)
+        .map_err(WalkError::Patterns)?;
+    if !verdict.keep && !(is_dir && verdict.descend) {
+        return Ok(None);
+    }
+    let kind = if is_dir {
+        EntryKind::Dir
+    } else if file_type.is_file() {
+        EntryKind::File
+    } else if file_type.is_symlink() {
+        let target = std::fs::read_link(item.path()).map_err(|source| WalkError::Io {
+            path: item.path(),
+            source,
+        })?;
+        let target = target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| WalkError::NotUtf8 { path: item.path() })?;
+        EntryKind::Symlink { target }
+    } else {
+        EntryKind::Other
+    };
+    let entry = Entry {
+        path,
+        kind,
+        mode: metadata.mode(),
+        size: metadata.size(),
+        mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+        ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+        ino: metadata.ino(),
+        dev: metadata.dev(),
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+    };
+    let descend = (is_dir && verdict.descend).then_some(verdict.matches);
+    Ok(Some((
+        Found {
+            entry,
+            keep: verdict.keep,
+        },
+        descend,
+    )))
+}
+
+/// Seconds and nanoseconds as nanoseconds since the epoch, saturating far outside
+/// 1678..2262.
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind,
+            mode: 0,
+            size: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            ino: 0,
+            dev: 0,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn walk_order_puts_contents_right_after_their_directory() {
+        let cases = [
+            ("a/b", "a-c", Ordering::Less),
+            ("a", "a/b", Ordering::Less),
+            ("a.txt", "a/z", Ordering::Greater),
+            ("b", "a/z", Ordering::Greater),
+            ("x/y", "x/y", Ordering::Equal),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(walk_cmp(a, b), expected, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn looks_up_and_lists_below() {
+        let paths = ["a.txt", "a/z", "a", "a/b", "a/b/c", "ab", "b"];
+        let entries = paths
+            .iter()
+            .map(|path| entry(path, EntryKind::File))
+            .collect();
+        let context = Context::from_entries(PathBuf::from("/ctx"), entries);
+        let listed: Vec<&str> = context.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(listed, ["a", "a/b", "a/b/c", "a/z", "a.txt", "ab", "b"]);
+        let cases: &[(&str, &[&str])] = &[
+            ("a", &["a/b", "a/b/c", "a/z"]),
+            ("a/b", &["a/b/c"]),
+            ("b", &[]),
+            ("missing", &[]),
+            ("", &["a", "a/b", "a/b/c", "a/z", "a.txt", "ab", "b"]),
+        ];
+        for (dir, expected) in cases {
+            let below: Vec<&str> = context.under(dir).iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(below, *expected, "under {dir:?}");
+        }
+        assert!(context.get("a/b/c").is_some());
+        assert!(context.get("a/b/d").is_none());
+    }
+
+    #[test]
+    fn prunes_entered_directories_with_nothing_kept() {
+        let found = |path: &str, keep| Found {
+            entry: entry(path, EntryKind::Dir),
+            keep,
+        };
+        let items = vec![
+            found("a", false),
+            found("a/b", false),
+            found("a/b/keep", true),
+            found("a/c", false),
+            found("d", false),
+            found("d/x", false),
+            found("e", true),
+        ];
+        let kept: Vec<String> = prune_pending(items).into_iter().map(|e| e.path).collect();
+        assert_eq!(kept, ["a", "a/b", "a/b/keep", "e"]);
+    }
+}
