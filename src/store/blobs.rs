@@ -1,0 +1,328 @@
+//! Content-addressed blobs under `blobs/sha256/<hex>`.
+//!
+//! Consumes bytes (whole or streamed through [`BlobWriter`]); produces digests, paths and
+//! verified bytes. Blobs are written without locks: the temp file is hashed while written,
+//! fsynced and renamed to its digest's name, and renaming identical bytes over a blob is
+//! harmless. This module must never return bytes that do not match the digest asked for.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use super::{atomic, io_error, Result, Store, StoreError};
+use crate::digest::{Digest, DigestWriter};
+
+/// Streams a blob into the store, hashing and counting while it writes. Dropping it without
+/// [`commit`](BlobWriter::commit) removes the temp file and stores nothing.
+pub struct BlobWriter {
+    store: Store,
+    out: DigestWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl BlobWriter {
+    /// Returns the number of bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.out.written()
+    }
+
+    /// Syncs the bytes and moves them to `blobs/sha256/<hex>`; returns the digest and size.
+    ///
+    /// # Errors
+    /// I/O errors; nothing is left in the store after one.
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        self.finish(None)
+    }
+
+    /// Like [`commit`](BlobWriter::commit), but stores the blob only if its digest is
+    /// `expected`.
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] if the bytes hash to something else (nothing is stored),
+    /// I/O errors otherwise.
+    pub fn commit_expecting(self, expected: &Digest) -> Result<(Digest, u64)> {
+        self.finish(Some(expected))
+    }
+
+    fn finish(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (buffered, digest, size) = self.out.finish();
+        let dest = self.store.blob_path(&digest);
+        let temp = buffered
+            .into_inner()
+            .map_err(|e| io_error("write blob", &dest)(e.into_error()))?;
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    path: self.store.blob_path(expected),
+                    expected: *expected,
+                    found: digest,
+                });
+            }
+        }
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("sync blob", &dest))?;
+        temp.persist(&dest)
+            .map_err(|e| io_error("rename a temp file to", &dest)(e.error))?;
+        atomic::sync_parent(&dest)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Reads a blob and checks its digest when the end is reached: the final `read` returns an
+/// `InvalidData` error instead of end-of-file if the bytes do not match. Use it to stream
+/// large blobs (layers) without holding them in memory.
+pub struct BlobReader {
+    file: File,
+    hasher: Sha256,
+    expected: Digest,
+    path: PathBuf,
+    verified: bool,
+}
+
+impl BlobReader {
+    /// Returns the blob's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n > 0 {
+            self.hasher.update(buf.get(..n).unwrap_or(buf));
+        } else if !buf.is_empty() && !self.verified {
+            let found = Digest::from_array(std::mem::take(&mut self.hasher).finalize().into());
+            if found != self.expected {
+                let error = StoreError::CorruptBlob {
+                    path: self.path.clone(),
+                    expected: self.expected,
+                    found,
+                };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            }
+            self.verified = true;
+        }
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Starts a blob; write to it, then [`BlobWriter::commit`].
+    ///
+    /// # Errors
+    /// I/O errors creating the temp file.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let temp = atomic::temp_file(&self.tmp_dir(), ".blob")?;
+        let out = DigestWriter::new(BufWriter::with_capacity(1 << 16, temp));
+        Ok(BlobWriter {
+            store: self.clone(),
+            out,
+        })
+    }
+
+    /// Stores `bytes` as a blob; returns its digest and size.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64)> {
+        let mut writer = self.blob_writer()?;
+        let path = self.tmp_dir();
+        writer
+            .write_all(bytes)
+            .map_err(io_error("write a blob in", &path))?;
+        writer.commit()
+    }
+
+    /// Returns true if and only if a blob named `digest` exists (its bytes are not checked).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Returns where the blob `digest` is or would be.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// Returns the size in bytes of blob `digest`.
+    ///
+    /// # Errors
+    /// [`StoreError::BlobNotFound`], or an I/O error.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: *digest,
+                path,
+            }),
+            Err(e) => Err(io_error("read", &path)(e)),
+        }
+    }
+
+    /// Reads blob `digest` whole and checks that its bytes hash to `digest`.
+    ///
+    /// # Errors
+    /// [`StoreError::BlobNotFound`], [`StoreError::CorruptBlob`], or an I/O error.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound {
+                    digest: *digest,
+                    path,
+                })
+            }
+            Err(e) => return Err(io_error("read", &path)(e)),
+        };
+        let found = Digest::of(&bytes);
+        if found != *digest {
+            return Err(StoreError::CorruptBlob {
+                path,
+                expected: *digest,
+                found,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens blob `digest` for streaming; the reader checks the digest at the end.
+    ///
+    /// # Errors
+    /// [`StoreError::BlobNotFound`], or an I/O error.
+    pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        let path = self.blob_path(digest);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound {
+                    digest: *digest,
+                    path,
+                })
+            }
+            Err(e) => return Err(io_error("open", &path)(e)),
+        };
+        Ok(BlobReader {
+            file,
+            hasher: Sha256::new(),
+            expected: *digest,
+            path,
+            verified: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        (dir, store)
+    }
+
+    fn tmp_entries(store: &Store) -> usize {
+        std::fs::read_dir(store.tmp_dir()).expect("lists").count()
+    }
+
+    #[test]
+    fn put_read_and_stream() {
+        let (_dir, store) = store();
+        let table: &[&[u8]] = &[b"", b"hello", &[0u8; 200_000]];
+        for bytes in table {
+            let (digest, size) = store.put_blob(bytes).expect("puts");
+            assert_eq!(digest, Digest::of(bytes));
+            assert_eq!(size, bytes.len() as u64);
+            assert!(store.has_blob(&digest));
+            assert_eq!(store.blob_size(&digest).expect("size"), size);
+            assert_eq!(store.read_blob(&digest).expect("reads"), *bytes);
+            let mut streamed = Vec::new();
+            store
+                .open_blob(&digest)
+                .expect("opens")
+                .read_to_end(&mut streamed)
+                .expect("reads");
+            assert_eq!(streamed, *bytes);
+            // Idempotent: the same bytes again are a no-op.
+            assert_eq!(store.put_blob(bytes).expect("puts again"), (digest, size));
+        }
+        assert_eq!(tmp_entries(&store), 0);
+    }
+
+    #[test]
+    fn commit_expecting_rejects_other_bytes_and_leaves_nothing() {
+        let (_dir, store) = store();
+        let expected = Digest::of(b"right");
+        let mut writer = store.blob_writer().expect("writer");
+        writer.write_all(b"wrong").expect("writes");
+        match writer.commit_expecting(&expected) {
+            Err(StoreError::DigestMismatch {
+                expected: e, found, ..
+            }) => {
+                assert_eq!(e, expected);
+                assert_eq!(found, Digest::of(b"wrong"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        assert!(!store.has_blob(&expected));
+        assert!(!store.has_blob(&Digest::of(b"wrong")));
+        assert_eq!(tmp_entries(&store), 0);
+
+        let mut writer = store.blob_writer().expect("writer");
+        writer.write_all(b"right").expect("writes");
+        assert_eq!(
+            writer.commit_expecting(&expected).expect("commits").0,
+            expected
+        );
+    }
+
+    #[test]
+    fn missing_and_corrupt_blobs_are_errors() {
+        let (_dir, store) = store();
+        let absent = Digest::of(b"absent");
+        assert!(matches!(
+            store.read_blob(&absent),
+            Err(StoreError::BlobNotFound { .. })
+        ));
+        assert!(matches!(
+            store.open_blob(&absent),
+            Err(StoreError::BlobNotFound { .. })
+        ));
+        let (digest, _) = store.put_blob(b"good bytes").expect("puts");
+        std::fs::write(store.blob_path(&digest), b"evil bytes").expect("corrupts");
+        assert!(matches!(
+            store.read_blob(&digest),
+            Err(StoreError::CorruptBlob { .. })
+        ));
+        let error = store
+            .open_blob(&digest)
+            .expect("opens")
+            .read_to_end(&mut Vec::new())
+            .expect_err("detects");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let (_dir, store) = store();
+        let mut writer = store.blob_writer().expect("writer");
+        writer.write_all(b"abandoned").expect("writes");
+        drop(writer);
+        assert_eq!(tmp_entries(&store), 0);
+        assert!(!store.has_blob(&Digest::of(b"abandoned")));
+    }
+}

@@ -1,0 +1,415 @@
+//! The on-disk store: content-addressed blobs, tags in `index.json`, unpacked layer
+//! snapshots, small JSON records, locks, image references, and garbage collection.
+//!
+//! Consumes bytes, snapshot directories, records and names from the engine; produces stable
+//! paths, verified bytes, parsed OCI manifests and configs, and summaries of what gc, prune and
+//! du found. It knows nothing of cache semantics or Dockerfiles, and it must never leave a
+//! half-written file under a final name: every write goes to `kiln/tmp` first, is fsynced and
+//! renamed into place, so a crash or Ctrl-C at any point leaves a store the next command uses.
+//!
+//! The root is an OCI image layout, so exporting or pushing needs no rewrite:
+//!
+//! ```text
+//! root/oci-layout                       {"imageLayoutVersion":"1.0.0"}
+//! root/index.json                       OCI index: one manifest descriptor per tag
+//! root/blobs/sha256/<hex>               blobs (layers are uncompressed tars here)
+//! root/kiln/snapshots/<diff_id hex>/    unpacked layers, renamed in from kiln/tmp
+//! root/kiln/records/<kind>/<hex>.json   {refs, created, last_used, value}
+//! root/kiln/tmp/<pid>-…                 temp files and dirs; a dead pid's are removed at open
+//! root/kiln/lock                        flock: builds shared, gc and prune exclusive
+//! root/kiln/index.lock                  flock: index.json read-modify-write, exclusive
+//! ```
+
+mod atomic;
+mod blobs;
+mod gc;
+mod index;
+mod lock;
+mod records;
+mod reference;
+mod snapshots;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use blobs::{BlobReader, BlobWriter};
+pub use gc::{DiskUsage, GcSummary, PruneOptions, PruneSummary};
+pub use index::{ImageRecord, ResolvedImage, StoredImage};
+pub use lock::{LockMode, StoreLock};
+pub use records::RecordInfo;
+pub use reference::{Reference, ReferenceError};
+
+use crate::digest::Digest;
+
+/// The contents of `oci-layout` this store writes and accepts.
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Top-level names an OCI layout made by kiln may hold; a root holding only these (or nothing)
+/// is a store being created, perhaps by a command that was interrupted.
+const LAYOUT_NAMES: &[&str] = &["oci-layout", "index.json", "blobs", "kiln"];
+
+/// Errors from the store. Every I/O error names the path and what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done, e.g. "create directory".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// No root was given and none can be derived from the environment.
+    #[error("cannot choose a store root: set --root, KILN_ROOT, XDG_DATA_HOME or HOME")]
+    NoRoot,
+    /// The root exists but is not a kiln store.
+    #[error(
+        "{} is not a kiln store: expected an empty directory or an OCI layout, found {found}",
+        path.display()
+    )]
+    NotAStore {
+        /// The root given.
+        path: PathBuf,
+        /// What was found instead, e.g. "a file" or "entry \"src\" without oci-layout".
+        found: String,
+    },
+    /// The `oci-layout` file names a version this store does not read.
+    #[error("{} has an unsupported OCI layout: expected {expected}, found {found:?}", path.display())]
+    UnsupportedLayout {
+        /// The `oci-layout` file.
+        path: PathBuf,
+        /// The version (or text) found.
+        found: String,
+        /// The content expected.
+        expected: &'static str,
+    },
+    /// A JSON file of the store (index.json, a record) could not be parsed.
+    #[error("cannot parse {what} {}", path.display())]
+    Corrupt {
+        /// What the file is, e.g. "index" or "record".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what} for {}", path.display())]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The file it was meant for.
+        path: PathBuf,
+        /// The encode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Written bytes did not have the digest the writer expected; nothing was stored.
+    #[error("digest mismatch for {}: expected {expected}, found {found}", path.display())]
+    DigestMismatch {
+        /// Where the blob would have gone.
+        path: PathBuf,
+        /// The digest expected.
+        expected: Digest,
+        /// The digest of the bytes written.
+        found: Digest,
+    },
+    /// A stored blob's bytes no longer hash to its name.
+    #[error("blob {} is corrupt: expected {expected}, found {found}", path.display())]
+    CorruptBlob {
+        /// The blob file.
+        path: PathBuf,
+        /// The digest its name promises.
+        expected: Digest,
+        /// The digest of its bytes.
+        found: Digest,
+    },
+    /// A blob is not in the store.
+    #[error("blob {digest} not found at {}", path.display())]
+    BlobNotFound {
+        /// The digest asked for.
+        digest: Digest,
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// A manifest or config blob is not valid OCI JSON.
+    #[error("blob {digest} is not a valid OCI {what}")]
+    BadImageJson {
+        /// "manifest" or "config".
+        what: &'static str,
+        /// The blob's digest.
+        digest: Digest,
+        /// The parse error.
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// A descriptor's digest is not a sha256 digest this store can hold.
+    #[error("descriptor digest {found} is not a sha256 digest")]
+    BadDescriptorDigest {
+        /// The digest text found.
+        found: String,
+        /// Why it was rejected.
+        #[source]
+        source: crate::digest::DigestError,
+    },
+    /// A record kind is not `[a-z0-9-]+`.
+    #[error("invalid record kind {kind:?}: expected lower-case letters, digits and '-'")]
+    InvalidKind {
+        /// The kind given.
+        kind: String,
+    },
+    /// `tag` was given a reference without a tag.
+    #[error("cannot tag {reference}: expected a name with a tag, found a digest reference")]
+    NotATag {
+        /// The reference given.
+        reference: String,
+    },
+    /// `resolve` found no image for the text.
+    #[error("no such image: {text}")]
+    ImageNotFound {
+        /// The text given.
+        text: String,
+    },
+    /// An id prefix matches more than one image.
+    #[error("image id prefix {prefix} is ambiguous: it matches {}", join(matches))]
+    AmbiguousId {
+        /// The prefix given.
+        prefix: String,
+        /// The manifest digests it matches.
+        matches: Vec<Digest>,
+    },
+    /// The text is neither a reference, a digest nor an id prefix.
+    #[error("invalid image name {text:?}")]
+    InvalidReference {
+        /// The text given.
+        text: String,
+        /// Why it is not a reference.
+        #[source]
+        source: ReferenceError,
+    },
+}
+
+fn join(digests: &[Digest]) -> String {
+    digests
+        .iter()
+        .map(Digest::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The store's result type.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Returns a closure turning an `io::Error` into [`StoreError::Io`] for `action` on `path`.
+pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A handle on a store root. Cheap to clone; every method works on the file system directly,
+/// so several handles (and processes) may use one root at once.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout if `root` is missing or empty, and
+    /// removes temp entries left by processes that are no longer alive.
+    ///
+    /// # Errors
+    /// [`StoreError::NotAStore`] if `root` is a file or a directory holding other things,
+    /// [`StoreError::UnsupportedLayout`] for a foreign `oci-layout`, I/O errors otherwise.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        store.check_root()?;
+        for dir in [
+            store.tmp_dir(),
+            store.blobs_dir(),
+            store.snapshots_dir(),
+            store.records_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+        }
+        atomic::remove_stale(&store.tmp_dir())?;
+        let layout = store.root.join("oci-layout");
+        atomic::create_if_absent(&store.tmp_dir(), &layout, OCI_LAYOUT.as_bytes())?;
+        store.check_layout(&layout)?;
+        let empty_index = index::empty_index_json();
+        atomic::create_if_absent(&store.tmp_dir(), &store.index_path(), &empty_index)?;
+        Ok(store)
+    }
+
+    /// Returns the root used when none is given: `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`,
+    /// else `$HOME/.local/share/kiln`. Empty and relative `XDG_DATA_HOME` values are ignored,
+    /// as the XDG base directory specification requires.
+    ///
+    /// # Errors
+    /// [`StoreError::NoRoot`] if none of these variables is usable.
+    pub fn default_root() -> Result<PathBuf> {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(root) = var("KILN_ROOT") {
+            return Ok(root);
+        }
+        if let Some(data) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+            return Ok(data.join("kiln"));
+        }
+        var("HOME")
+            .map(|home| home.join(".local/share/kiln"))
+            .ok_or(StoreError::NoRoot)
+    }
+
+    /// Returns the root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn check_root(&self) -> Result<()> {
+        let meta = match std::fs::metadata(&self.root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("read", &self.root)(e)),
+        };
+        if !meta.is_dir() {
+            return Err(StoreError::NotAStore {
+                path: self.root.clone(),
+                found: "a file".into(),
+            });
+        }
+        if self.root.join("oci-layout").exists() {
+            return Ok(());
+        }
+        let entries = std::fs::read_dir(&self.root).map_err(io_error("list", &self.root))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", &self.root))?;
+            let name = entry.file_name();
+            if !LAYOUT_NAMES.iter().any(|known| name == *known) {
+                return Err(StoreError::NotAStore {
+                    path: self.root.clone(),
+                    found: format!("entry {:?} and no oci-layout file", name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_layout(&self, layout: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(layout).map_err(io_error("read", layout))?;
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_string));
+        match version.as_deref() {
+            Some("1.0.0") => Ok(()),
+            _ => Err(StoreError::UnsupportedLayout {
+                path: layout.to_path_buf(),
+                found: version.unwrap_or(text),
+                expected: OCI_LAYOUT,
+            }),
+        }
+    }
+
+    fn kiln_dir(&self) -> PathBuf {
+        self.root.join("kiln")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.kiln_dir().join("tmp")
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.kiln_dir().join("snapshots")
+    }
+
+    fn records_dir(&self) -> PathBuf {
+        self.kiln_dir().join("records")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_the_layout_and_reopens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let store = Store::open(&root).expect("opens");
+        for path in [
+            "oci-layout",
+            "index.json",
+            "blobs/sha256",
+            "kiln/snapshots",
+            "kiln/records",
+            "kiln/tmp",
+        ] {
+            assert!(root.join(path).exists(), "{path}");
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("index.json")).expect("reads"))
+                .expect("json");
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(
+            index["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(index["manifests"], serde_json::json!([]));
+        drop(store);
+        Store::open(&root).expect("reopens");
+    }
+
+    #[test]
+    fn open_rejects_what_is_not_a_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("writes");
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("src")).expect("mkdir");
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir_all(&foreign).expect("mkdir");
+        std::fs::write(foreign.join("oci-layout"), br#"{"imageLayoutVersion":"9"}"#).expect("w");
+        let table: &[(&Path, &str)] = &[
+            (
+                &file,
+                "is not a kiln store: expected an empty directory or an OCI layout, found a file",
+            ),
+            (&project, "found entry \"src\" and no oci-layout file"),
+            (&foreign, "unsupported OCI layout"),
+        ];
+        for (path, expected) in table {
+            let message = Store::open(path).expect_err("rejected").to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+    }
+
+    #[test]
+    fn open_resumes_an_interrupted_creation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("kiln/tmp")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("blobs")).expect("mkdir");
+        Store::open(dir.path()).expect("opens");
+        assert!(dir.path().join("oci-layout").exists());
+    }
+}
