@@ -10,9 +10,7 @@
 //!                                     and the build args each uses)
 //!  context entries + .dockerignore text
 //!                   ──context::ignore──▶ the entries a build may use (Docker's patterns)
-//!  Context + selected paths + step inputs ──cache──▶ content digests, keys, miss reasons
 //!  blobs, snapshot dirs, records, tags ──store──▶ the on-disk OCI layout (verified reads, gc)
-//!  LayerEntry list ──layer::write_layer──▶ layer tar + diff_id (+ snapshot dir); tar ──unpack──▶ snapshot; snapshots ──RootfsView──▶ merged lookups
 //! ```
 //!
 //! [`words`] is the shell-word lexer both stages use.
@@ -28,11 +26,7 @@ pub mod digest;
 /// The build context: which entries a build may use, after `.dockerignore`.
 pub mod context;
 
-pub mod cache;
-
 pub mod store;
-
-pub mod layer;
 
 /// Renders located errors for the command line.
 pub mod diagnostic;
