@@ -10,6 +10,7 @@
 //!                                     and the build args each uses)
 //!  context entries + .dockerignore text
 //!                   ──context::ignore──▶ the entries a build may use (Docker's patterns)
+//!  Context + selected paths + step inputs ──cache──▶ content digests, keys, miss reasons
 //!  blobs, snapshot dirs, records, tags ──store──▶ the on-disk OCI layout (verified reads, gc)
 //! ```
 //!
@@ -25,6 +26,8 @@ pub mod digest;
 
 /// The build context: which entries a build may use, after `.dockerignore`.
 pub mod context;
+
+pub mod cache;
 
 pub mod store;
 
