@@ -331,7 +331,8 @@ fn judge_entry(
         .filter
         .judge(&path, is_dir, matches)
         .map_err(WalkError::Patterns)?;
-    if !verdict.keep && !(is_dir && verdict.descend) {
+    let entered = is_dir && verdict.descend;
+    if !(verdict.keep || entered) {
         return Ok(None);
     }
     let kind = if is_dir {
@@ -363,7 +364,7 @@ fn judge_entry(
         uid: metadata.uid(),
         gid: metadata.gid(),
     };
-    let descend = (is_dir && verdict.descend).then_some(verdict.matches);
+    let descend = entered.then_some(verdict.matches);
     Ok(Some((
         Found {
             entry,
