@@ -81,7 +81,7 @@ impl StoredImage {
         self.manifest
             .layers()
             .iter()
-            .map(|layer| descriptor_digest(layer))
+            .map(descriptor_digest)
             .collect()
     }
 

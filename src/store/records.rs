@@ -176,7 +176,7 @@ impl Store {
                 size: bytes.len() as u64,
             });
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort_by_key(|record| record.id);
         Ok(out)
     }
 

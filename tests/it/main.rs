@@ -2,5 +2,6 @@ mod cli;
 mod dockerignore;
 mod parse;
 mod robustness;
+mod store;
 mod util;
 mod words;
