@@ -1,4 +1,5 @@
 mod cli;
+mod differential;
 mod dockerignore;
 mod parse;
 mod robustness;

@@ -99,3 +99,18 @@ pub fn peer_available(tool: &str, test: &str) -> bool {
     }
     found
 }
+
+/// Returns true if and only if `unavailable` is `None`. Otherwise prints why `test` skips, or
+/// panics when `KILN_REQUIRE_PEERS` is set, for peers that are on PATH but not usable (a
+/// daemon that does not answer).
+pub fn peer_ready(test: &str, unavailable: Option<String>) -> bool {
+    let Some(reason) = unavailable else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("KILN_REQUIRE_PEERS").is_none(),
+        "{test}: a peer is required (KILN_REQUIRE_PEERS is set) but {reason}"
+    );
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {reason}");
+    false
+}
