@@ -3,7 +3,8 @@
 //! Consumes destination paths and bytes; produces files that appear under their final name
 //! whole or not at all (temp file in `kiln/tmp`, fsync, rename, fsync of the parent). Temp
 //! entries are named `<pid>-…` so that [`remove_stale`] can tell a dead process's leftovers
-//! from a live one's. This module must never remove an entry whose process may still be alive.
+//! from a live one's. This module must never remove an entry whose process may still be alive;
+//! processes sharing a store must therefore share a pid namespace.
 
 use std::fs::File;
 use std::io::{self, Write};

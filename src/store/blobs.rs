@@ -162,13 +162,26 @@ impl Store {
     /// [`StoreError::BlobNotFound`], or an I/O error.
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
-        match std::fs::metadata(&path) {
-            Ok(meta) => Ok(meta.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
-                digest: *digest,
+        let meta = std::fs::metadata(&path).map_err(self.blob_io(digest, "read"))?;
+        Ok(meta.len())
+    }
+
+    /// Maps "not found" on blob `digest` to [`StoreError::BlobNotFound`], other errors to
+    /// [`StoreError::Io`] for `action`.
+    fn blob_io(
+        &self,
+        digest: &Digest,
+        action: &'static str,
+    ) -> impl FnOnce(io::Error) -> StoreError {
+        let path = self.blob_path(digest);
+        let digest = *digest;
+        move |source| match source.kind() {
+            io::ErrorKind::NotFound => StoreError::BlobNotFound { digest, path },
+            _ => StoreError::Io {
+                action,
                 path,
-            }),
-            Err(e) => Err(io_error("read", &path)(e)),
+                source,
+            },
         }
     }
 
@@ -178,16 +191,7 @@ impl Store {
     /// [`StoreError::BlobNotFound`], [`StoreError::CorruptBlob`], or an I/O error.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::BlobNotFound {
-                    digest: *digest,
-                    path,
-                })
-            }
-            Err(e) => return Err(io_error("read", &path)(e)),
-        };
+        let bytes = std::fs::read(&path).map_err(self.blob_io(digest, "read"))?;
         let found = Digest::of(&bytes);
         if found != *digest {
             return Err(StoreError::CorruptBlob {
@@ -205,16 +209,7 @@ impl Store {
     /// [`StoreError::BlobNotFound`], or an I/O error.
     pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader> {
         let path = self.blob_path(digest);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::BlobNotFound {
-                    digest: *digest,
-                    path,
-                })
-            }
-            Err(e) => return Err(io_error("open", &path)(e)),
-        };
+        let file = File::open(&path).map_err(self.blob_io(digest, "open"))?;
         Ok(BlobReader {
             file,
             hasher: Sha256::new(),
@@ -228,12 +223,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
-        (dir, store)
-    }
+    use crate::store::tests::temp_store;
 
     fn tmp_entries(store: &Store) -> usize {
         std::fs::read_dir(store.tmp_dir()).expect("lists").count()
@@ -241,7 +231,7 @@ mod tests {
 
     #[test]
     fn put_read_and_stream() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let table: &[&[u8]] = &[b"", b"hello", &[0u8; 200_000]];
         for bytes in table {
             let (digest, size) = store.put_blob(bytes).expect("puts");
@@ -265,7 +255,7 @@ mod tests {
 
     #[test]
     fn commit_expecting_rejects_other_bytes_and_leaves_nothing() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let expected = Digest::of(b"right");
         let mut writer = store.blob_writer().expect("writer");
         writer.write_all(b"wrong").expect("writes");
@@ -292,7 +282,7 @@ mod tests {
 
     #[test]
     fn missing_and_corrupt_blobs_are_errors() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let absent = Digest::of(b"absent");
         assert!(matches!(
             store.read_blob(&absent),
@@ -318,7 +308,7 @@ mod tests {
 
     #[test]
     fn dropped_writer_leaves_nothing() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let mut writer = store.blob_writer().expect("writer");
         writer.write_all(b"abandoned").expect("writes");
         drop(writer);

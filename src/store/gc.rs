@@ -391,12 +391,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
-        (dir, store)
-    }
+    use crate::store::tests::temp_store;
 
     fn snapshot(store: &Store, diff_id: &Digest, bytes: usize) {
         let dir = store.temp_dir().expect("temp dir");
@@ -406,7 +401,7 @@ mod tests {
 
     #[test]
     fn gc_keeps_what_tags_and_records_hold() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let (tagged_layer, _) = store.put_blob(b"tagged layer").expect("puts");
         snapshot(&store, &tagged_layer, 3);
         let manifest = super::super::index::tests::put_image(&store, "t", &[tagged_layer]);
@@ -446,7 +441,7 @@ mod tests {
 
     #[test]
     fn prune_by_budget_removes_least_recently_used_first() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let mut ids = Vec::new();
         for i in 0..3u8 {
             let (layer, _) = store.put_blob(&[i; 100]).expect("puts");
@@ -488,7 +483,7 @@ mod tests {
 
     #[test]
     fn prune_by_age_and_everything() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let (shared, _) = store.put_blob(b"shared").expect("puts");
         store
             .put_record("cache", &Digest::of(b"a"), &[shared], &1)

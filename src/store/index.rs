@@ -85,6 +85,15 @@ impl StoredImage {
             .collect()
     }
 
+    /// Returns the sum of the layer sizes in the manifest: docker's SIZE column, since the
+    /// store keeps layers uncompressed.
+    pub fn size(&self) -> u64 {
+        self.manifest
+            .layers()
+            .iter()
+            .fold(0u64, |sum, layer| sum.saturating_add(layer.size()))
+    }
+
     /// Returns the layers' diff_ids (the names of their snapshots), base layer first.
     ///
     /// # Errors
@@ -380,6 +389,7 @@ pub(super) fn parse_manifest(path: &Path) -> Option<ImageManifest> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::store::tests::temp_store;
 
     /// Stores a config and a manifest over `layers`; returns the manifest descriptor.
     pub(crate) fn put_image(store: &Store, seed: &str, layers: &[Digest]) -> Descriptor {
@@ -424,8 +434,7 @@ pub(super) mod tests {
 
     #[test]
     fn tag_replace_untag() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let one = put_image(&store, "one", &[]);
         let two = put_image(&store, "two", &[]);
         store.tag(&reference("app"), &one).expect("tags");
@@ -478,8 +487,7 @@ pub(super) mod tests {
 
     #[test]
     fn resolve_forms() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let mut made = Vec::new();
         for i in 0..3 {
             let descriptor = put_image(&store, &format!("seed{i}"), &[]);
@@ -532,8 +540,7 @@ pub(super) mod tests {
 
     #[test]
     fn ambiguous_prefix_is_reported() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         // Find, in memory, two contents whose digests share four leading hex digits.
         let mut seen: HashMap<String, u32> = HashMap::new();
         let (one, two) = (0u32..)
@@ -566,14 +573,14 @@ pub(super) mod tests {
 
     #[test]
     fn image_reads_manifest_and_config() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let (layer, _) = store.put_blob(b"layer tar").expect("puts");
         let descriptor = put_image(&store, "x", &[layer]);
         let digest = descriptor_digest(&descriptor).expect("sha256");
         let image = store.image(&digest).expect("reads");
         assert_eq!(image.layer_digests().expect("layers"), [layer]);
         assert_eq!(image.diff_ids().expect("diff ids"), [layer]);
+        assert_eq!(image.size(), 9);
         assert!(parse_manifest(&store.blob_path(&digest)).is_some());
         assert!(parse_manifest(&store.blob_path(&layer)).is_none());
         assert!(matches!(

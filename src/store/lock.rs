@@ -117,11 +117,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::temp_store;
 
     #[test]
     fn modes_conflict_as_flock_says() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let shared = store.lock_shared().expect("shared");
         assert_eq!(shared.mode(), LockMode::Shared);
         assert!(store.try_lock(LockMode::Shared).expect("tries").is_some());

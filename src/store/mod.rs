@@ -348,8 +348,15 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Opens a store in a fresh temp dir; keep the `TempDir` alive while using the store.
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        (dir, store)
+    }
 
     #[test]
     fn open_creates_the_layout_and_reopens() {

@@ -235,6 +235,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::temp_store;
 
     #[test]
     fn kinds() {
@@ -254,8 +255,7 @@ mod tests {
 
     #[test]
     fn put_get_list_touch_remove() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let id = Digest::of(b"key");
         let refs = [Digest::of(b"layer")];
         assert_eq!(

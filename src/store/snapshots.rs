@@ -102,12 +102,12 @@ pub(super) fn tree_size(root: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::temp_store;
 
     #[test]
     fn commit_then_commit_again_keeps_the_first() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let (_dir, store) = temp_store();
         let diff_id = Digest::of(b"layer");
         assert!(!store.has_snapshot(&diff_id));
 
