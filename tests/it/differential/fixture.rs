@@ -150,7 +150,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 
 /// Applies setup commands to the context at `root`:
 /// `host SRC DEST`, `chmod MODE PATH`, `symlink TARGET PATH`, `hardlink EXISTING PATH`,
-/// `mkdir PATH`, `write PATH TEXT`, `remove PATH`, `mtime SECONDS PATH`,
+/// `mkdir PATH`, `write PATH TEXT`, `remove PATH`, `rename FROM TO`, `mtime SECONDS PATH`,
 /// `archive FORMAT OUT DIR` (FORMAT tar, tar.gz, tar.bz2, tar.xz or tar.zst; DIR is removed
 /// afterwards, entries owned 1001:1002 with the files' modes).
 pub fn apply(root: &Path, commands: &[String]) -> Result<(), String> {
@@ -183,6 +183,7 @@ pub fn apply(root: &Path, commands: &[String]) -> Result<(), String> {
                 std::fs::write(at(path), format!("{text}\n")).map_err(fail)?;
             }
             ["remove", path] => std::fs::remove_file(at(path)).map_err(fail)?,
+            ["rename", from, to] => std::fs::rename(at(from), at(to)).map_err(fail)?,
             ["mtime", secs, path] => {
                 let secs: i64 = secs.parse().map_err(|e| format!("{line:?}: {e}"))?;
                 set_mtime(&at(path), secs).map_err(fail)?;
