@@ -133,11 +133,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         &kiln.config,
         ("docker", "kiln"),
     ));
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(diffs.join("\n"))
-    }
+    outcome(diffs)
 }
 
 /// Runs `run` over every case in parallel and reports through `util::finish`.
@@ -151,6 +147,15 @@ fn run_all(suite: &str, cases: Vec<Case>, run: fn(&Case) -> Result<(), String>) 
         })
         .collect();
     crate::util::finish(suite, cases.len(), &failures);
+}
+
+/// Ok when nothing differs, else the difference lines.
+fn outcome(diffs: Vec<String>) -> Result<(), String> {
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("\n"))
+    }
 }
 
 fn indent(text: &str) -> String {
@@ -206,11 +211,7 @@ fn run_cache_scenario(case: &Case) -> Result<(), String> {
             diffs.push(format!("{round}: {line}"));
         }
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(diffs.join("\n"))
-    }
+    outcome(diffs)
 }
 
 #[test]
@@ -223,6 +224,21 @@ fn cache_hits_match_docker_build() {
     run_all("differential cache", cases, run_cache_scenario);
 }
 
+/// Builds `case` in docker twice, the second time with `--no-cache`; Err lists what differs.
+fn docker_twice(case: &Case) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let first = docker_image(case, tmp.path(), &docker_tag(&case.name), &[])?;
+    let again = format!("kiln-diff-{}:again", case.name);
+    let second = docker_image(case, tmp.path(), &again, &["--no-cache"])?;
+    let checks = Checks {
+        mtime: case.mtime_checks()?,
+    };
+    let names = ("first", "second");
+    let mut diffs = tree::compare(&first.tree, &second.tree, names, &checks);
+    diffs.extend(image::compare_config(&first.config, &second.config, names));
+    outcome(diffs)
+}
+
 /// The docker half of the harness checked against itself: a case built twice (the second time
 /// with `--no-cache`) flattens to equal trees and configs, and the trees hold what the
 /// Dockerfiles say, so a kiln comparison rests on a sound reading of docker's images.
@@ -232,37 +248,7 @@ fn docker_side_reads_images_faithfully() {
         return;
     }
     let cases = fixture::cases(&root()).expect("fixtures/differential lists");
-    let failures: Vec<String> = cases
-        .par_iter()
-        .filter_map(|case| {
-            let result = (|| -> Result<(), String> {
-                let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-                let tag = docker_tag(&case.name);
-                let first = docker_image(case, tmp.path(), &tag, &[])?;
-                let again = format!("kiln-diff-{}:again", case.name);
-                let second = docker_image(case, tmp.path(), &again, &["--no-cache"])?;
-                let checks = Checks {
-                    mtime: case.mtime_checks()?,
-                };
-                let mut diffs =
-                    tree::compare(&first.tree, &second.tree, ("first", "second"), &checks);
-                diffs.extend(image::compare_config(
-                    &first.config,
-                    &second.config,
-                    ("first", "second"),
-                ));
-                if diffs.is_empty() {
-                    Ok(())
-                } else {
-                    Err(diffs.join("\n"))
-                }
-            })();
-            result
-                .err()
-                .map(|e| format!("--- {}\n{}", case.name, indent(&e)))
-        })
-        .collect();
-    crate::util::finish("differential docker self-check", cases.len(), &failures);
+    run_all("differential docker self-check", cases, docker_twice);
 
     // Known facts of the base image, read through the same extraction.
     let tmp = tempfile::tempdir().expect("tempdir");
