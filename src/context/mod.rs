@@ -7,4 +7,4 @@
 pub mod ignore;
 pub mod walk;
 
-pub use self::walk::{read_dockerignore, walk, Context, Entry, EntryKind, WalkError};
+pub use self::walk::{read_dockerignore, walk, walk_with, Context, Entry, EntryKind, WalkError};

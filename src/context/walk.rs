@@ -194,6 +194,15 @@ pub fn walk(root: &Path, dockerignore_patterns: &[String]) -> Result<Context> {
     let no_includes: &[String] = &[];
     let filter =
         ContextFilter::new(no_includes, dockerignore_patterns).map_err(WalkError::Patterns)?;
+    walk_with(root, &filter)
+}
+
+/// Walks `root` through any [`ContextFilter`] (include patterns too, as a named context
+/// read through a COPY selection would be); [`walk`] is this with `.dockerignore` alone.
+///
+/// # Errors
+/// As [`walk`].
+pub fn walk_with(root: &Path, filter: &ContextFilter) -> Result<Context> {
     let shared = Shared {
         root,
         filter,
@@ -241,7 +250,7 @@ fn prune_pending(found: Vec<Found>) -> Vec<Entry> {
 /// State every directory task shares.
 struct Shared<'a> {
     root: &'a Path,
-    filter: ContextFilter,
+    filter: &'a ContextFilter,
     found: Mutex<Vec<Vec<Found>>>,
     error: Mutex<Option<WalkError>>,
     failed: AtomicBool,
