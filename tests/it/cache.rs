@@ -494,7 +494,7 @@ fn buildkit_scenarios_on_disk() {
             (Ok(_), false) => failures.push(format!("line {}: expected a failure", line + 1)),
             (Err(error), true) => failures.push(format!("line {}: {error}", line + 1)),
             (Ok(context), true) => {
-                let present = case["expect_in_image"]
+                let present: Vec<String> = case["expect_in_image"]
                     .as_object()
                     .map(|m| m.keys().cloned().collect())
                     .unwrap_or_default();
