@@ -209,13 +209,13 @@ impl Store {
     }
 
     /// Removes blobs and snapshots that no tag and no record holds, and stale temp entries.
-    /// Takes the store lock exclusive, so it waits for running builds; the caller must not
-    /// hold the store lock.
+    /// Takes the store lock exclusive, so it waits for running builds, unless the caller
+    /// already holds it exclusive.
     ///
     /// # Errors
     /// I/O errors; what was removed before one stays removed.
     pub fn gc(&self) -> Result<GcSummary> {
-        let _lock = self.lock_exclusive()?;
+        let _lock = self.lock_for_maintenance()?;
         self.collect()
     }
 
@@ -321,12 +321,12 @@ impl Store {
     /// Removes records of `kind` as `options` says, then runs gc. With neither option set,
     /// every record of the kind goes. Size accounting counts the bytes of blobs and
     /// snapshots held by records of `kind` and by nothing else (no tag, no other kind).
-    /// Takes the store lock exclusive; the caller must not hold the store lock.
+    /// Takes the store lock exclusive unless the caller already holds it exclusive.
     ///
     /// # Errors
     /// [`super::StoreError::InvalidKind`], I/O errors.
     pub fn prune(&self, kind: &str, options: &PruneOptions) -> Result<PruneSummary> {
-        let _lock = self.lock_exclusive()?;
+        let _lock = self.lock_for_maintenance()?;
         let mut graph = Graph::new(self);
         let protected = self.protected_from(kind, &mut graph)?;
         let mut records = self.records(kind)?;

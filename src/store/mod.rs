@@ -182,6 +182,17 @@ pub enum StoreError {
         /// The manifest digests it matches.
         matches: Vec<Digest>,
     },
+    /// This process already holds the store lock in a mode that would make the request wait
+    /// for itself.
+    #[error("cannot lock {} {wanted}: this process already holds it {held}", path.display())]
+    LockConflict {
+        /// The lock file.
+        path: PathBuf,
+        /// How this process holds it.
+        held: LockMode,
+        /// How it was asked for.
+        wanted: LockMode,
+    },
     /// The text is neither a reference, a digest nor an id prefix.
     #[error("invalid image name {text:?}")]
     InvalidReference {
@@ -229,10 +240,14 @@ impl Store {
     /// [`StoreError::NotAStore`] if `root` is a file or a directory holding other things,
     /// [`StoreError::UnsupportedLayout`] for a foreign `oci-layout`, I/O errors otherwise.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store {
+        Store {
             root: root.to_path_buf(),
-        };
-        store.check_root()?;
+        }
+        .check_root()?;
+        std::fs::create_dir_all(root).map_err(io_error("create directory", root))?;
+        // One spelling per root, so the process-wide lock table sees one lock per store.
+        let root = std::fs::canonicalize(root).map_err(io_error("resolve", root))?;
+        let store = Store { root };
         for dir in [
             store.tmp_dir(),
             store.blobs_dir(),

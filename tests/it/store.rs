@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use kiln::digest::Digest;
-use kiln::store::{Reference, Store, StoreError};
+use kiln::store::{LockMode, Reference, Store, StoreError};
 use oci_spec::image::{Descriptor, MediaType};
 
 const CHILD_ROOT: &str = "KILN_TEST_STORE_ROOT";
@@ -192,6 +192,17 @@ fn a_killed_process_leaves_a_usable_store() {
     let mut lines = BufReader::new(crashing.stdout.take().expect("piped")).lines();
     let ready = lines.any(|line| line.map(|l| l.contains("ready")).unwrap_or(false));
     assert!(ready, "the crash child never got ready");
+    // The child holds the store lock shared, as a build does: gc would have to wait.
+    assert!(store
+        .try_lock(LockMode::Exclusive)
+        .expect("tries")
+        .is_none());
+    drop(
+        store
+            .try_lock(LockMode::Shared)
+            .expect("tries")
+            .expect("shared with a build"),
+    );
     crashing.kill().expect("kills the child");
     crashing.wait().expect("reaps the child");
 
