@@ -16,8 +16,164 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile and a context directory
+    Build(BuildArgs),
     /// Parse a Dockerfile and print its syntax tree or its stage graph
     Parse(ParseArgs),
+    /// List images
+    Images(StoreArgs),
+    /// Show an image's manifest and config as JSON
+    Inspect(ImageArgs),
+    /// Show an image's layers and the instructions that made them
+    History(ImageArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove image names (and what only they used)
+    Rmi(RmiArgs),
+    /// Look at and trim the build cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// Where the store is; every command that touches it takes this.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The store directory (default: $KILN_ROOT, else $XDG_DATA_HOME/kiln, else
+    /// ~/.local/share/kiln)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// `kiln build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Name the image (NAME[:TAG]; repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads standard input
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// Set a build argument (KEY=VALUE; a bare KEY takes the value from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// The stage to build (default: the last)
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Do not use the cache for any step
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not use the cache for the steps of these stages (repeatable)
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+
+    /// An extra context: NAME=DIR, or NAME=docker-image://IMAGE for an image in the store
+    #[arg(long = "build-context", value_name = "NAME=SRC")]
+    pub build_contexts: Vec<String>,
+
+    /// How to show progress
+    #[arg(long, value_enum, default_value_t = kiln::progress::Mode::Auto)]
+    pub progress: kiln::progress::Mode,
+
+    /// Write the image digest, config digest and each step's cache outcome to this JSON file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// For each step that missed the cache, print the full difference of its cache key from
+    /// the key it had last time
+    #[arg(long)]
+    pub explain: bool,
+
+    /// The platform to build for, os/arch[/variant] (default: this machine's)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
+    /// Print only the image digest
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// The build context directory
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+}
+
+/// Commands that name one image.
+#[derive(Debug, clap::Args)]
+pub struct ImageArgs {
+    /// The image: NAME[:TAG], NAME@DIGEST, a digest or an ID prefix
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// Show full digests and keys
+    #[arg(long)]
+    pub no_trunc: bool,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln tag`.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// The image to name
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+
+    /// The new name, NAME[:TAG]
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln rmi`.
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Names to remove
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln cache …`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cache entries
+    Ls(StoreArgs),
+    /// Show how much disk the store uses
+    Du(StoreArgs),
+    /// Remove cache entries (all, or by age and size)
+    Prune(PruneArgs),
+}
+
+/// `kiln cache prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Keep the most recently used entries that fit in this size (e.g. 2GB, 500MB)
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+
+    /// Only remove entries unused for longer than this: until=DURATION (e.g. until=24h)
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `kiln parse`.

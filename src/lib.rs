@@ -12,6 +12,7 @@
 //!                   ──context::ignore──▶ the entries a build may use (Docker's patterns)
 //!  Context + selected paths + step inputs ──cache──▶ content digests, keys, miss reasons
 //!  blobs, snapshot dirs, records, tags ──store──▶ the on-disk OCI layout (verified reads, gc)
+//!  LayerEntry list ──layer::write_layer──▶ layer tar + diff_id (+ snapshot dir); tar ──unpack──▶ snapshot; snapshots ──RootfsView──▶ merged lookups
 //! ```
 //!
 //! [`words`] is the shell-word lexer both stages use.
@@ -30,6 +31,16 @@ pub mod context;
 pub mod cache;
 
 pub mod store;
+
+pub mod layer;
+
+/// The build engine: runs the graph against the store and the cache.
+pub mod solve;
+/// The image config and manifest documents.
+pub mod image;
+
+/// Shows build events: BuildKit's plain lines, JSON, or a terminal view.
+pub mod progress;
 
 /// Renders located errors for the command line.
 pub mod diagnostic;

@@ -4,22 +4,27 @@
 //! 2 usage errors (clap's own code for them).
 
 mod cli;
+mod commands;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 
-use cli::{Cli, Command, ParseArgs, ParseFormat};
+use cli::{BuildArgs, Cli, Command, ParseArgs, ParseFormat};
 use kiln::diagnostic::Diagnostic;
 use kiln::graph::{self, BuildOptions, GraphError, Platform};
+use kiln::progress::Progress;
+use kiln::solve::{self, BuildError, BuildOutcome, BuildRequest, NamedContext};
+use kiln::store::{Reference, Store};
 use kiln::syntax::{self, ParseError, Warning};
 
 /// Why a command failed: an error that points into the Dockerfile, one about the options
 /// with a hint, or any other.
-enum Failure {
+pub(crate) enum Failure {
     Located(Box<LocatedFailure>),
     Hinted {
         message: String,
@@ -38,6 +43,12 @@ struct LocatedFailure {
     hint: Option<String>,
 }
 
+impl From<kiln::store::StoreError> for Failure {
+    fn from(error: kiln::store::StoreError) -> Failure {
+        Failure::Other(error.into())
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Failure {
         Failure::Other(error)
@@ -47,7 +58,14 @@ impl From<anyhow::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Build(args) => build_command(&args),
         Command::Parse(args) => parse_command(&args),
+        Command::Images(args) => commands::images(&args),
+        Command::Inspect(args) => commands::inspect(&args),
+        Command::History(args) => commands::history(&args),
+        Command::Tag(args) => commands::tag(&args),
+        Command::Rmi(args) => commands::rmi(&args),
+        Command::Cache(command) => commands::cache(&command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,7 +113,7 @@ struct Source {
 }
 
 impl Source {
-    fn read(path: &std::path::Path) -> anyhow::Result<Source> {
+    fn read(path: &Path) -> anyhow::Result<Source> {
         if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
             std::io::stdin()
@@ -123,6 +141,34 @@ impl Source {
             causes: Vec::new(),
             hint: error.hint,
         }))
+    }
+
+    fn build_failure(&self, error: BuildError) -> Failure {
+        match error {
+            BuildError::Parse(error) => self.parse_failure(error),
+            BuildError::Graph(error) => self.graph_failure(error),
+            BuildError::Step {
+                position,
+                step,
+                source,
+            } => {
+                let mut causes = Vec::new();
+                let mut next = std::error::Error::source(&source);
+                while let Some(cause) = next {
+                    causes.push(cause.to_string());
+                    next = cause.source();
+                }
+                Failure::Located(Box::new(LocatedFailure {
+                    file: self.name.clone(),
+                    source: self.bytes.clone(),
+                    position,
+                    message: format!("{step}: {source}"),
+                    causes,
+                    hint: None,
+                }))
+            }
+            other => Failure::Other(anyhow::Error::new(other)),
+        }
     }
 
     fn graph_failure(&self, error: GraphError) -> Failure {
@@ -179,19 +225,7 @@ fn parse_command(args: &ParseArgs) -> Result<(), Failure> {
                     text
                 }
                 _ => {
-                    let mut options = BuildOptions {
-                        build_args: build_args(&args.build_args)?,
-                        target: args.target.clone(),
-                        ..BuildOptions::default()
-                    };
-                    if let Some(platform) = &args.platform {
-                        options.target_platform =
-                            Platform::parse(platform, &options.build_platform).map_err(
-                                |problem| {
-                                    anyhow::anyhow!("invalid --platform '{platform}': {problem}")
-                                },
-                            )?;
-                    }
+                    let options = build_options(&args.build_args, &args.target, &args.platform)?;
                     let graph =
                         graph::lower(&parsed, &options).map_err(|e| source.graph_failure(e))?;
                     let mut stderr = std::io::stderr().lock();
@@ -241,4 +275,149 @@ fn build_args(given: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         }
     }
     Ok(args)
+}
+
+/// Build args, target and platform as the graph wants them.
+fn build_options(
+    given_args: &[String],
+    target: &Option<String>,
+    platform: &Option<String>,
+) -> anyhow::Result<BuildOptions> {
+    let mut options = BuildOptions {
+        build_args: build_args(given_args)?,
+        target: target.clone(),
+        ..BuildOptions::default()
+    };
+    if let Some(platform) = platform {
+        options.target_platform = Platform::parse(platform, &options.build_platform)
+            .map_err(|problem| anyhow::anyhow!("invalid --platform '{platform}': {problem}"))?;
+    }
+    Ok(options)
+}
+
+/// Opens the store `--root` names, or the default one.
+pub(crate) fn open_store(root: &Option<PathBuf>) -> anyhow::Result<Store> {
+    let root = match root {
+        Some(root) => root.clone(),
+        None => Store::default_root().context("cannot choose a store directory")?,
+    };
+    Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))
+}
+
+fn build_command(args: &BuildArgs) -> Result<(), Failure> {
+    if !args.context.is_dir() {
+        return Err(Failure::Hinted {
+            message: format!(
+                "the build context '{}' is not a directory",
+                args.context.display()
+            ),
+            hint: Some("give the directory holding the files COPY and ADD read".into()),
+        });
+    }
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let source = Source::read(&dockerfile)?;
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        tags.push(Reference::parse(tag).map_err(|error| Failure::Hinted {
+            message: format!("invalid tag '{tag}': {error}"),
+            hint: Some("use NAME[:TAG], e.g. app or registry.example/team/app:1.0".into()),
+        })?);
+    }
+    let request = BuildRequest {
+        dockerfile_name: source.name.clone(),
+        dockerfile: source.bytes.clone(),
+        dockerfile_path: (dockerfile.as_os_str() != "-").then(|| dockerfile.clone()),
+        context: args.context.clone(),
+        options: build_options(&args.build_args, &args.target, &args.platform)?,
+        tags,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        build_contexts: named_contexts(&args.build_contexts)?,
+        explain: args.explain,
+    };
+    let store = open_store(&args.store.root)?;
+    let stderr = std::io::stderr();
+    let progress = Progress::new(
+        args.progress,
+        Box::new(stderr),
+        std::io::stderr().is_terminal(),
+    );
+    let progress = match args.quiet {
+        true => None,
+        false => Some(progress),
+    };
+    let silent = |_event: solve::events::Event| {};
+    let outcome = match &progress {
+        Some(progress) => solve::build(&store, &request, progress),
+        None => solve::build(&store, &request, &silent),
+    }
+    .map_err(|error| source.build_failure(error))?;
+    if args.explain {
+        let mut stderr = std::io::stderr().lock();
+        for step in outcome.steps.iter().filter(|step| step.explain.is_some()) {
+            let _ = writeln!(stderr, "#{} {}", step.vertex, step.name);
+            let _ = write!(stderr, "{}", step.explain.as_deref().unwrap_or_default());
+        }
+    }
+    if let Some(path) = &args.metadata_file {
+        write_metadata(path, &outcome)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", outcome.manifest.digest)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")?;
+    Ok(())
+}
+
+/// `--build-context NAME=SRC`: a directory, or `docker-image://IMAGE` for an image in the
+/// store.
+fn named_contexts(given: &[String]) -> anyhow::Result<BTreeMap<String, NamedContext>> {
+    let mut contexts = BTreeMap::new();
+    for item in given {
+        let Some((name, source)) = item.split_once('=').filter(|(name, _)| !name.is_empty()) else {
+            anyhow::bail!("invalid --build-context '{item}': expected NAME=SOURCE");
+        };
+        let context = if let Some(image) = source.strip_prefix("docker-image://") {
+            NamedContext::Image(image.to_string())
+        } else if let Some(scheme) = [
+            "oci-layout://",
+            "docker-archive:",
+            "https://",
+            "http://",
+            "git@",
+        ]
+        .iter()
+        .find(|scheme| source.starts_with(*scheme))
+        {
+            anyhow::bail!(
+                "--build-context '{name}': {scheme} sources are not supported yet; load the image with `kiln load` (next release) or give a directory"
+            );
+        } else {
+            let path = PathBuf::from(source);
+            if !path.is_dir() {
+                anyhow::bail!("--build-context '{name}': '{source}' is not a directory");
+            }
+            NamedContext::Directory(path)
+        };
+        contexts.insert(name.to_ascii_lowercase(), context);
+    }
+    Ok(contexts)
+}
+
+/// The metadata file: BuildKit's keys, plus each step's cache outcome.
+fn write_metadata(path: &Path, outcome: &BuildOutcome) -> anyhow::Result<()> {
+    let document = serde_json::json!({
+        "containerimage.digest": outcome.manifest.digest,
+        "containerimage.config.digest": outcome.config,
+        "containerimage.descriptor": outcome.manifest,
+        "image.name": outcome.tags.join(","),
+        "kiln.steps": outcome.steps,
+    });
+    let mut text = serde_json::to_string_pretty(&document).context("cannot encode metadata")?;
+    text.push('\n');
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write the metadata file '{}'", path.display()))
 }

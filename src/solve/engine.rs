@@ -1,0 +1,548 @@
+//! The build driver: parse, lower, resolve bases, run stages in parallel, export.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::cache::contenthash::ContentHasher;
+use crate::cache::key::BaseIdentity;
+use crate::context::walk::{self as context_walk, Context, WalkError};
+use crate::digest::Digest;
+use crate::graph::{self, Base, BuildGraph, BuildOptions, GraphError, Stage};
+use crate::image::{Descriptor, ImageConfig, Manifest};
+use crate::solve::events::{Event, Reporter, VertexId};
+use crate::solve::export;
+use crate::solve::step::{StageRun, StageState, StepError, StoreStatCache};
+use crate::store::{Reference, Store, StoreError};
+use crate::syntax::{self, Command, ParseError, Position};
+
+/// Everything `kiln build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// How messages name the Dockerfile (`Dockerfile`, `<stdin>`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// Where the Dockerfile lives, for `<Dockerfile>.dockerignore`; `None` when read from stdin.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The context directory.
+    pub context: PathBuf,
+    /// Build args, target and platforms.
+    pub options: BuildOptions,
+    /// `-t` names.
+    pub tags: Vec<Reference>,
+    /// `--no-cache`: run every step.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: run every step of these stages (names or indexes).
+    pub no_cache_filter: Vec<String>,
+    /// `--build-context NAME=SRC`.
+    pub build_contexts: BTreeMap<String, NamedContext>,
+    /// `--explain`: keep each missed step's full key difference in its report.
+    pub explain: bool,
+}
+
+/// A `--build-context` source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory, usable as a COPY source (`--from=NAME`).
+    Directory(PathBuf),
+    /// An image in the store, by reference or digest (`docker-image://` or a store name).
+    Image(String),
+}
+
+/// What a finished build made.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildOutcome {
+    /// The image manifest.
+    pub manifest: Descriptor,
+    /// The config blob's digest.
+    pub config: Digest,
+    /// The names it was tagged with.
+    pub tags: Vec<String>,
+    /// Every step that was a vertex, in start order.
+    pub steps: Vec<StepReport>,
+}
+
+/// One step's outcome, for `--metadata-file`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Its vertex number.
+    pub vertex: VertexId,
+    /// Its progress name.
+    pub name: String,
+    /// True when it came from the cache.
+    pub cached: bool,
+    /// Why it missed (empty for a hit).
+    pub reasons: Vec<String>,
+    /// How long it took, in seconds.
+    pub duration: f64,
+    /// The cache key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Digest>,
+    /// The layer it made, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Digest>,
+    /// `--explain`: the key's preimage marked against the step's last key.
+    #[serde(skip)]
+    pub explain: Option<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// The stages or variables do not fit together.
+    #[error("{0}")]
+    Graph(#[from] GraphError),
+    /// A step failed; `position` is its instruction.
+    #[error("{step}: {source}")]
+    Step {
+        /// Where the instruction is.
+        position: Position,
+        /// The step as progress shows it.
+        step: String,
+        /// What went wrong.
+        #[source]
+        source: StepError,
+    },
+    /// The build context could not be read.
+    #[error("cannot read the build context")]
+    Context(#[source] WalkError),
+    /// The store failed.
+    #[error("cannot use the store")]
+    Store(#[source] StoreError),
+    /// A stage this one needs failed first.
+    #[error("a stage this build needs failed")]
+    DependencyFailed,
+}
+
+/// Builds the Dockerfile in `request` into `store`, reporting progress to `reporter`.
+///
+/// # Errors
+/// [`BuildError`]: the first error of any stage; located when a step failed.
+pub fn build(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
+    let _lock = store.lock_shared().map_err(BuildError::Store)?;
+    let driver = Driver::new(store, request, reporter);
+    let file_name = request
+        .dockerfile_path
+        .as_deref()
+        .and_then(|path| path.file_name())
+        .map_or_else(
+            || request.dockerfile_name.clone(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+    let vertex = driver.start(format!("[internal] load build definition from {file_name}"));
+    let started = Instant::now();
+    let parsed = syntax::parse(&request.dockerfile)?;
+    driver.status_done(
+        vertex,
+        "transferring dockerfile",
+        request.dockerfile.len() as u64,
+    );
+    driver.done(vertex, started);
+
+    let first = graph::lower(&parsed, &request.options)?;
+    let bases = driver.resolve_bases(&first)?;
+    let mut options = request.options.clone();
+    for (reference, base) in &bases {
+        options.base_env.insert(reference.clone(), base.env_pairs());
+    }
+    let graph = match options.base_env.is_empty() {
+        true => first,
+        false => graph::lower(&parsed, &options)?,
+    };
+    for warning in &graph.warnings {
+        reporter.report(Event::Warning {
+            message: warning.to_string(),
+        });
+    }
+    // BuildKit sends the context before any step runs; walking it first also keeps its
+    // vertices out of the middle of a step's output.
+    let reads_context = graph
+        .stages
+        .iter()
+        .flat_map(|stage| &stage.steps)
+        .any(|step| step.source == Some(graph::Source::Context));
+    if reads_context {
+        driver.context()?;
+    }
+    let stage_count = parsed
+        .instructions
+        .iter()
+        .filter(|instruction| matches!(instruction.command, Command::From(_)))
+        .count();
+    let states = driver.run_stages(&graph, &bases, stage_count)?;
+    let target = states
+        .get(&graph.target)
+        .ok_or(BuildError::DependencyFailed)?;
+    let outcome = export::export(&driver, target)?;
+    Ok(outcome)
+}
+
+/// A base image resolved in the store.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedBase {
+    /// The manifest digest.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The config.
+    pub config: ImageConfig,
+    /// The normalized name, for progress.
+    pub name: String,
+}
+
+impl ResolvedBase {
+    fn env_pairs(&self) -> Vec<(String, String)> {
+        self.config
+            .config
+            .env
+            .iter()
+            .flatten()
+            .map(|entry| match entry.split_once('=') {
+                Some((name, value)) => (name.to_string(), value.to_string()),
+                None => (entry.clone(), String::new()),
+            })
+            .collect()
+    }
+
+    /// The cache identity of this base as a FROM.
+    pub fn identity(&self) -> BaseIdentity {
+        BaseIdentity::Image {
+            manifest: self.manifest_digest,
+        }
+    }
+
+    /// The cache identity of this image as a `COPY --from` source.
+    pub fn copy_identity(&self) -> crate::cache::key::SourceIdentity {
+        crate::cache::key::SourceIdentity::Image {
+            manifest: self.manifest_digest,
+        }
+    }
+}
+
+/// Shared state of one build.
+pub(crate) struct Driver<'a> {
+    pub store: &'a Store,
+    pub request: &'a BuildRequest,
+    reporter: &'a dyn Reporter,
+    vertices: AtomicUsize,
+    context: OnceLock<Result<Arc<Context>, String>>,
+    context_error: Mutex<Option<WalkError>>,
+    hasher: OnceLock<ContentHasher>,
+    reports: Mutex<Vec<StepReport>>,
+    /// When the build started, RFC 3339 (history and config `created`).
+    pub now: String,
+    /// When the build started, seconds since the epoch (cache records).
+    pub now_secs: u64,
+    /// When the build started, for file times of directories it creates.
+    pub now_time: SystemTime,
+}
+
+impl<'a> Driver<'a> {
+    fn new(store: &'a Store, request: &'a BuildRequest, reporter: &'a dyn Reporter) -> Self {
+        let now_time = SystemTime::now();
+        Driver {
+            store,
+            request,
+            reporter,
+            vertices: AtomicUsize::new(0),
+            context: OnceLock::new(),
+            context_error: Mutex::new(None),
+            hasher: OnceLock::new(),
+            reports: Mutex::new(Vec::new()),
+            now_secs: now_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+            now: humantime::format_rfc3339_seconds(now_time).to_string(),
+            now_time,
+        }
+    }
+
+    /// Starts a vertex and returns its number.
+    pub fn start(&self, name: String) -> VertexId {
+        let vertex = self.vertices.fetch_add(1, Ordering::SeqCst) + 1;
+        self.reporter.report(Event::Started { vertex, name });
+        vertex
+    }
+
+    /// Reports an event.
+    pub fn report(&self, event: Event) {
+        self.reporter.report(event);
+    }
+
+    /// Ends a vertex successfully.
+    pub fn done(&self, vertex: VertexId, started: Instant) {
+        self.reporter.report(Event::Done {
+            vertex,
+            duration: started.elapsed(),
+        });
+    }
+
+    /// Reports a finished byte counter on a vertex.
+    pub fn status_done(&self, vertex: VertexId, name: &str, bytes: u64) {
+        self.reporter.report(Event::Status {
+            vertex,
+            name: name.to_string(),
+            current: bytes,
+            total: Some(bytes),
+            completed: true,
+        });
+    }
+
+    /// Records a step's outcome for the metadata file.
+    pub fn record(&self, report: StepReport) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(report);
+    }
+
+    /// The step reports so far, in vertex order.
+    pub fn reports(&self) -> Vec<StepReport> {
+        let mut reports = self
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        reports.sort_by_key(|report| report.vertex);
+        reports
+    }
+
+    /// The walked build context, walked once on first use (with its own vertices).
+    pub fn context(&self) -> Result<Arc<Context>, BuildError> {
+        let walked = self.context.get_or_init(|| {
+            let vertex = self.start("[internal] load .dockerignore".to_string());
+            let started = Instant::now();
+            let patterns = match context_walk::read_dockerignore(
+                &self.request.context,
+                self.request.dockerfile_path.as_deref(),
+            ) {
+                Ok(patterns) => patterns,
+                Err(error) => return Err(self.keep_context_error(vertex, started, error)),
+            };
+            self.done(vertex, started);
+            let vertex = self.start("[internal] load build context".to_string());
+            let started = Instant::now();
+            match context_walk::walk(&self.request.context, &patterns) {
+                Ok(context) => {
+                    let bytes = context.entries().iter().map(|entry| entry.size).sum();
+                    self.status_done(vertex, "transferring context", bytes);
+                    self.done(vertex, started);
+                    Ok(Arc::new(context))
+                }
+                Err(error) => Err(self.keep_context_error(vertex, started, error)),
+            }
+        });
+        match walked {
+            Ok(context) => Ok(context.clone()),
+            Err(_) => Err(self
+                .context_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map_or(BuildError::DependencyFailed, BuildError::Context)),
+        }
+    }
+
+    fn keep_context_error(&self, vertex: VertexId, started: Instant, error: WalkError) -> String {
+        let text = error.to_string();
+        self.report(Event::Failed {
+            vertex,
+            duration: started.elapsed(),
+            error: text.clone(),
+        });
+        *self.context_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        text
+    }
+
+    /// The content hasher, with the stat cache this context had last time.
+    pub fn hasher(&self) -> &ContentHasher {
+        self.hasher.get_or_init(|| {
+            ContentHasher::load(&StoreStatCache::new(self.store, &self.request.context))
+        })
+    }
+
+    /// Saves the stat cache for the next build, if hashing happened. Losing it only costs
+    /// re-reading files next time, so a failure is a warning.
+    fn save_hasher(&self) {
+        let (Some(hasher), Some(Ok(context))) = (self.hasher.get(), self.context.get()) else {
+            return;
+        };
+        let storage = StoreStatCache::new(self.store, &self.request.context);
+        if let Err(error) = hasher.save(context, &storage) {
+            self.report(Event::Warning {
+                message: format!("{error}; files will be hashed again next time"),
+            });
+        }
+    }
+
+    /// Resolves every image a needed stage starts from or copies from.
+    fn resolve_bases(
+        &self,
+        graph: &BuildGraph,
+    ) -> Result<BTreeMap<String, ResolvedBase>, BuildError> {
+        // Each image once, located at its first use.
+        let mut names: BTreeMap<String, Position> = BTreeMap::new();
+        for stage in &graph.stages {
+            if let Base::Image(reference) = &stage.base {
+                names
+                    .entry(reference.clone())
+                    .or_insert(stage.from.position);
+            }
+            for step in &stage.steps {
+                if let Some(graph::Source::Image(reference)) = &step.source {
+                    if !matches!(
+                        self.request.build_contexts.get(reference),
+                        Some(NamedContext::Directory(_))
+                    ) {
+                        names
+                            .entry(reference.clone())
+                            .or_insert(step.instruction.position);
+                    }
+                }
+            }
+        }
+        let mut bases = BTreeMap::new();
+        for (reference, position) in names {
+            if bases.contains_key(&reference) {
+                continue;
+            }
+            let lookup = match self.request.build_contexts.get(&reference) {
+                Some(NamedContext::Image(target)) => target.clone(),
+                _ => reference.clone(),
+            };
+            let vertex = self.start(format!("[internal] load metadata for {lookup}"));
+            let started = Instant::now();
+            match crate::solve::step::resolve_image(self.store, &lookup) {
+                Ok(base) => {
+                    self.done(vertex, started);
+                    bases.insert(reference, base);
+                }
+                Err(source) => {
+                    self.report(Event::Failed {
+                        vertex,
+                        duration: started.elapsed(),
+                        error: source.to_string(),
+                    });
+                    return Err(BuildError::Step {
+                        position,
+                        step: format!("FROM {reference}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(bases)
+    }
+
+    /// Runs every stage of `graph` on its own thread, each as soon as its dependencies are
+    /// done, and returns the final state of each.
+    fn run_stages(
+        &self,
+        graph: &BuildGraph,
+        bases: &BTreeMap<String, ResolvedBase>,
+        all_stage_count: usize,
+    ) -> Result<BTreeMap<usize, Arc<StageState>>, BuildError> {
+        let board = Board::default();
+        let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for stage in &graph.stages {
+                let board = &board;
+                let errors = &errors;
+                scope.spawn(move || {
+                    let run = StageRun {
+                        driver: self,
+                        stage,
+                        bases,
+                        label: stage_label(stage, all_stage_count),
+                        wait: &|index| board.wait(index),
+                    };
+                    match run.run() {
+                        Ok(state) => board.finish(stage.index, Some(Arc::new(state))),
+                        Err(error) => {
+                            board.finish(stage.index, None);
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(error);
+                        }
+                    }
+                });
+            }
+        });
+        self.save_hasher();
+        let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        // The root cause, not a stage that only waited on it.
+        errors.sort_by_key(|error| matches!(error, BuildError::DependencyFailed));
+        if let Some(error) = errors.into_iter().next() {
+            return Err(error);
+        }
+        Ok(board.into_states())
+    }
+}
+
+/// How progress labels a stage: its name; `stage-N` when unnamed in a multi-stage
+/// Dockerfile; nothing in a single-stage one (BuildKit's `[stage-1 2/3]`, `[2/3]`).
+fn stage_label(stage: &Stage, stage_count: usize) -> Option<String> {
+    match (&stage.name, stage_count > 1) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => Some(format!("stage-{}", stage.index)),
+        (None, false) => None,
+    }
+}
+
+/// Stage results as they finish; threads wait here for the stages they need.
+#[derive(Default)]
+struct Board {
+    states: Mutex<BTreeMap<usize, Option<Arc<StageState>>>>,
+    changed: Condvar,
+    failed: AtomicBool,
+}
+
+impl Board {
+    fn finish(&self, index: usize, state: Option<Arc<StageState>>) {
+        if state.is_none() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, state);
+        self.changed.notify_all();
+    }
+
+    /// The final state of stage `index` once it is done; `None` if it (or anything) failed.
+    fn wait(&self, index: usize) -> Option<Arc<StageState>> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(state) = states.get(&index) {
+                return state.clone();
+            }
+            if self.failed.load(Ordering::SeqCst) {
+                return None;
+            }
+            states = self
+                .changed
+                .wait_timeout(states, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn into_states(self) -> BTreeMap<usize, Arc<StageState>> {
+        self.states
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .filter_map(|(index, state)| state.map(|state| (index, state)))
+            .collect()
+    }
+}

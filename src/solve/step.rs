@@ -1,0 +1,1069 @@
+//! One stage's steps: FROM, config instructions, WORKDIR, COPY and ADD, each filesystem step
+//! behind the cache.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::contenthash::{self, StatCacheStorage};
+use crate::cache::explain;
+use crate::cache::index::{
+    CacheRecord, LayerRef, StepLocator, StepRecord, CACHE_KIND, STAT_KIND, STEP_KIND,
+};
+use crate::cache::key::{self, BaseIdentity, CacheKey, Preimage, SourceIdentity};
+use crate::digest::{Digest, DigestWriter};
+use crate::graph::{Base, Source, Stage, Step};
+use crate::image::{Descriptor, ImageConfig, Manifest, LAYER_MEDIA_TYPE};
+use crate::layer::{self, EntryKind, LayerEntry, LayerError, RootfsView, Timestamp};
+use crate::solve::add;
+use crate::solve::config::{self, ConfigError, StageConfigState};
+use crate::solve::copy::{self, CopyOptions, HostDir, Scratch, SourceTree};
+use crate::solve::engine::{BuildError, Driver, NamedContext, ResolvedBase, StepReport};
+use crate::solve::events::{Event, VertexId};
+use crate::store::{Store, StoreError};
+use crate::syntax::instruction::values;
+use crate::syntax::instruction::{Copy, CopySource};
+use crate::syntax::Command;
+
+use rayon::prelude::*;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// RUN needs the sandbox, which is not part of kiln yet.
+    #[error("RUN is not supported yet: kiln cannot execute commands until its sandbox lands; only FROM, COPY, ADD, WORKDIR and config instructions can be built")]
+    RunUnsupported,
+    /// A FROM or `--from` image is not in the store.
+    #[error("image {reference:?} not found in the store")]
+    ImageNotFound {
+        /// The reference as written.
+        reference: String,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
+    /// An image's manifest or config cannot be read.
+    #[error("image {reference:?} has an unreadable {what}")]
+    BadImage {
+        /// The reference.
+        reference: String,
+        /// `manifest` or `config`.
+        what: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The image is for another platform.
+    #[error("the store has a layer of media type {media_type:?}, which kiln cannot read yet")]
+    UnsupportedLayer {
+        /// The media type.
+        media_type: String,
+    },
+    /// A config instruction is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// COPY or ADD failed.
+    #[error(transparent)]
+    Copy(#[from] crate::solve::copy::CopyError),
+    /// Writing or reading a layer failed.
+    #[error("cannot write the layer")]
+    Layer(#[from] LayerError),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    /// Reading the context failed.
+    #[error("cannot read the build context")]
+    Context(#[from] crate::context::walk::WalkError),
+    /// Hashing context files failed.
+    #[error("cannot hash the build context")]
+    Hash(#[from] crate::cache::CacheError),
+    /// The build context or a stage a COPY reads from failed earlier.
+    #[error("a source this step reads from failed earlier")]
+    ContextUnavailable,
+}
+
+/// A layer of a stage: the blob as stored and its uncompressed digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// The blob.
+    pub blob: Descriptor,
+    /// Its uncompressed digest.
+    pub diff_id: Digest,
+}
+
+/// A stage's image as far as it has been built.
+#[derive(Debug, Clone)]
+pub struct StageState {
+    /// The image config so far (history included, `rootfs` filled at export).
+    pub config: ImageConfig,
+    /// The layers, bottom first.
+    pub layers: Vec<LayerBlob>,
+    /// The key of the last filesystem step (or of the FROM).
+    pub chain: Digest,
+    /// True when the last filesystem step, or one before it, ran in this build.
+    pub reran: bool,
+}
+
+/// A COPY/ADD ready for the cache lookup.
+struct PreparedCopy {
+    key: CacheKey,
+    options: CopyOptions,
+    sources: Vec<copy::Prepared>,
+    tree: SourceHolder,
+    /// Holds heredoc files, downloads and extracted archives until the layer is written.
+    _scratch: tempfile::TempDir,
+}
+
+/// The tree a COPY/ADD reads, owned.
+enum SourceHolder {
+    Context(Arc<crate::context::Context>),
+    View(RootfsView),
+    Dir(HostDir),
+    Empty,
+}
+
+impl SourceHolder {
+    fn as_tree(&self) -> &(dyn SourceTree + Sync) {
+        match self {
+            SourceHolder::Context(context) => context.as_ref(),
+            SourceHolder::View(view) => view,
+            SourceHolder::Dir(dir) => dir,
+            SourceHolder::Empty => &EMPTY_TREE,
+        }
+    }
+}
+
+/// `--from=scratch`: a tree with nothing in it.
+static EMPTY_TREE: EmptyTree = EmptyTree;
+
+struct EmptyTree;
+
+impl SourceTree for EmptyTree {
+    fn stat(&self, path: &str) -> Result<Option<copy::SourceStat>, copy::CopyError> {
+        Ok(path.is_empty().then(|| copy::SourceStat {
+            kind: copy::SourceKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: Timestamp::default(),
+            link_id: None,
+        }))
+    }
+
+    fn children(&self, _path: &str) -> Result<Vec<String>, copy::CopyError> {
+        Ok(Vec::new())
+    }
+
+    fn host_path(&self, _path: &str) -> PathBuf {
+        PathBuf::new()
+    }
+}
+
+/// The SHA-256 of a host file's bytes.
+fn file_digest(path: &Path) -> Result<Digest, StepError> {
+    let mut file = std::fs::File::open(path).map_err(|source| copy::CopyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut writer = DigestWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut writer).map_err(|source| copy::CopyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(writer.finish().1)
+}
+
+/// The entry digest of a non-context source entry, in the same format as context entries
+/// (see `cache::contenthash`): type, mode, size, link target, content.
+fn stat_digest(stat: Option<&copy::SourceStat>, content: Option<&Digest>) -> Digest {
+    use crate::context::{Entry, EntryKind as WalkKind};
+    let Some(stat) = stat else {
+        return contenthash::directory_digest(&mut []);
+    };
+    let (kind, type_bits) = match &stat.kind {
+        copy::SourceKind::Dir => (WalkKind::Dir, 0o040000),
+        copy::SourceKind::File => (WalkKind::File, 0o100000),
+        copy::SourceKind::Symlink { target } => (
+            WalkKind::Symlink {
+                target: target.clone(),
+            },
+            0o120000,
+        ),
+        copy::SourceKind::CharDevice { .. } => (WalkKind::Other, 0o020000),
+        copy::SourceKind::BlockDevice { .. } => (WalkKind::Other, 0o060000),
+        copy::SourceKind::Fifo => (WalkKind::Other, 0o010000),
+        copy::SourceKind::Skip => (WalkKind::Other, 0o140000),
+    };
+    let entry = Entry {
+        path: String::new(),
+        kind,
+        mode: type_bits | stat.mode,
+        size: stat.size,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        ino: 0,
+        dev: 0,
+        uid: 0,
+        gid: 0,
+    };
+    contenthash::entry_digest(&entry, content)
+}
+
+/// What a filesystem step produced.
+pub(crate) struct StepResult {
+    /// Its layer.
+    layer: LayerBlob,
+    /// Why it missed; empty for a cache hit.
+    reasons: Vec<String>,
+    /// When the layer was first made, seconds since the epoch.
+    created: u64,
+    /// `--explain`: the key's preimage against last time's.
+    explanation: Option<String>,
+}
+
+/// `secs` since the epoch as RFC 3339.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+/// The work of one stage.
+pub(crate) struct StageRun<'d, 'a> {
+    pub driver: &'d Driver<'a>,
+    pub stage: &'d Stage,
+    pub bases: &'d BTreeMap<String, ResolvedBase>,
+    pub label: Option<String>,
+    pub wait: &'d (dyn Fn(usize) -> Option<Arc<StageState>> + Sync),
+}
+
+impl StageRun<'_, '_> {
+    /// Builds the stage.
+    pub fn run(&self) -> Result<StageState, BuildError> {
+        let total = self.vertex_count();
+        let mut index = 0;
+        let mut state = self.start_state(&mut index, total)?;
+        let mut config_state = StageConfigState::default();
+        for (step_index, step) in self.stage.steps.iter().enumerate() {
+            let located = |source: StepError| BuildError::Step {
+                position: step.instruction.position,
+                step: step.text.clone(),
+                source,
+            };
+            match &step.instruction.command {
+                Command::Run(_) => {
+                    index += 1;
+                    let vertex = self.driver.start(self.name(index, total, &step.text));
+                    self.driver.report(Event::Failed {
+                        vertex,
+                        duration: Default::default(),
+                        error: StepError::RunUnsupported.to_string(),
+                    });
+                    return Err(located(StepError::RunUnsupported));
+                }
+                Command::Workdir(path) => {
+                    index += 1;
+                    let path =
+                        config::resolve_workdir(state.config.config.working_dir.as_deref(), path);
+                    state.config.config.working_dir = Some(path.clone());
+                    let name = self.name(index, total, &step.text);
+                    self.workdir(&mut state, step_index, step, &path, name)?;
+                }
+                Command::Copy(copy) | Command::Add(copy) => {
+                    index += 1;
+                    let name = self.name(index, total, &step.text);
+                    self.copy(&mut state, step_index, step, copy, name)?;
+                }
+                _ => {
+                    // Config entries get their time at export (see export.rs).
+                    if let Some(entry) = config::apply(&mut state.config, &mut config_state, step)
+                        .map_err(|e| located(e.into()))?
+                    {
+                        state.config.history.push(entry);
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// BuildKit's `n` in `[k/n]`: a FROM of an image, and every RUN, COPY, ADD and WORKDIR.
+    fn vertex_count(&self) -> usize {
+        let from = usize::from(matches!(self.stage.base, Base::Image(_)));
+        from + self
+            .stage
+            .steps
+            .iter()
+            .filter(|step| {
+                matches!(
+                    step.instruction.command,
+                    Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_)
+                )
+            })
+            .count()
+    }
+
+    /// `[label k/n] text`, the index padded to the width of `n` as BuildKit does.
+    fn name(&self, index: usize, total: usize, text: &str) -> String {
+        let width = total.to_string().len();
+        match &self.label {
+            Some(label) => format!("[{label} {index:>width$}/{total}] {text}"),
+            None => format!("[{index:>width$}/{total}] {text}"),
+        }
+    }
+
+    fn start_state(&self, index: &mut usize, total: usize) -> Result<StageState, BuildError> {
+        let platform = self.stage.platform.to_string();
+        match &self.stage.base {
+            Base::Scratch => Ok(StageState {
+                config: config::scratch_config(&self.stage.platform),
+                layers: Vec::new(),
+                chain: key::from_key(&BaseIdentity::Scratch, &platform).digest,
+                reran: false,
+            }),
+            Base::Image(reference) => {
+                let base = self
+                    .bases
+                    .get(reference)
+                    .ok_or(BuildError::DependencyFailed)?;
+                *index += 1;
+                let vertex =
+                    self.driver
+                        .start(self.name(*index, total, &format!("FROM {}", base.name)));
+                let started = Instant::now();
+                let layers = base_layers(&base.manifest, &base.config);
+                self.driver.done(vertex, started);
+                Ok(StageState {
+                    config: base.config.clone(),
+                    layers,
+                    chain: key::from_key(&base.identity(), &platform).digest,
+                    reran: false,
+                })
+            }
+            Base::Stage(index) => {
+                let state = (self.wait)(*index).ok_or(BuildError::DependencyFailed)?;
+                Ok(state.as_ref().clone())
+            }
+        }
+    }
+
+    /// WORKDIR: creates the directory (and missing parents) owned by the current USER.
+    fn workdir(
+        &self,
+        state: &mut StageState,
+        step_index: usize,
+        step: &Step,
+        path: &str,
+        name: String,
+    ) -> Result<(), BuildError> {
+        let user = state.config.config.user.clone();
+        let vertex = self.driver.start(name.clone());
+        let started = Instant::now();
+        let key = key::workdir_key(&state.chain, path, user.as_deref());
+        let layers = state.layers.clone();
+        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
+            let view = self.view(&layers)?;
+            workdir_entries(&view, path, user.as_deref(), self.driver.now_time)
+        });
+        self.finish(state, vertex, started, name, key, step, outcome, "WORKDIR")
+    }
+
+    /// COPY and ADD: select the sources, key them by content, and on a miss plan the layer
+    /// against the image so far (or an empty tree for `--link`).
+    fn copy(
+        &self,
+        state: &mut StageState,
+        step_index: usize,
+        step: &Step,
+        copy: &Copy,
+        name: String,
+    ) -> Result<(), BuildError> {
+        let vertex = self.driver.start(name.clone());
+        let started = Instant::now();
+        let prepared = match self.prepare_copy(state, step, copy) {
+            Ok(prepared) => prepared,
+            Err(error) => return Err(self.fail(vertex, started, step, error)),
+        };
+        let key = prepared.key.clone();
+        let layers = state.layers.clone();
+        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
+            let tree = prepared.tree.as_tree();
+            match prepared.options.is_linked() {
+                true => Ok(copy::plan_copy(
+                    &prepared.sources,
+                    &prepared.options,
+                    tree,
+                    &Scratch,
+                )?),
+                false => {
+                    let dest = self.view(&layers)?;
+                    Ok(copy::plan_copy(
+                        &prepared.sources,
+                        &prepared.options,
+                        tree,
+                        &dest,
+                    )?)
+                }
+            }
+        });
+        self.finish(
+            state,
+            vertex,
+            started,
+            name,
+            key,
+            step,
+            outcome,
+            step.instruction.keyword(),
+        )
+    }
+
+    /// Everything a COPY/ADD needs before the cache lookup: options, sources (heredocs
+    /// written, URLs downloaded), the tree it reads and the key.
+    fn prepare_copy(
+        &self,
+        state: &StageState,
+        step: &Step,
+        copy: &Copy,
+    ) -> Result<PreparedCopy, StepError> {
+        let store = self.driver.store;
+        let is_add = matches!(step.instruction.command, Command::Add(_));
+        let scratch = store.temp_dir()?;
+        let now = timestamp(self.driver.now_time);
+        let owner = match &copy.chown {
+            Some(spec) => {
+                let view = self.view(&state.layers)?;
+                let ids = layer::chown_ids(&view, spec)?;
+                Some(copy::Owner {
+                    uid: ids.uid,
+                    gid: ids.gid,
+                })
+            }
+            None => None,
+        };
+        let chmod = match &copy.chmod {
+            Some(text) => Some(
+                values::validate_chmod(text)
+                    .map_err(|_| copy::CopyError::BadChmod { mode: text.clone() })?,
+            ),
+            None => None,
+        };
+        let options = CopyOptions {
+            destination: copy.destination.clone(),
+            workdir: state.config.config.working_dir.clone().unwrap_or_default(),
+            owner,
+            chmod,
+            link: copy.link,
+            parents: copy.parents,
+            exclude: copy.exclude.clone(),
+            add: is_add,
+            unpack: copy.unpack,
+            now,
+            scratch: scratch.path().to_path_buf(),
+        };
+        let sources = add::prepare_sources(
+            &copy.sources,
+            is_add,
+            copy.checksum.as_deref(),
+            now,
+            scratch.path(),
+        )?;
+        let (tree, identity) = self.source_tree(step)?;
+        let selected = copy::select_sources(&sources, &options, tree.as_tree())?;
+        let mut files = self.digests(&tree, &selected)?;
+        for source in &sources {
+            if let copy::Prepared::File { file, .. } = source {
+                files.push((format!("<{}>", file.name), file_digest(&file.file)?));
+            }
+        }
+        let source_words: Vec<String> = copy
+            .sources
+            .iter()
+            .map(|source| match source {
+                CopySource::Path { path } => path.clone(),
+                CopySource::Heredoc(heredoc) => format!("<<{}", heredoc.name),
+            })
+            .collect();
+        let key = key::copy_key(&key::CopyKeyInputs {
+            parent: &state.chain,
+            keyword: step.instruction.keyword(),
+            source: identity,
+            sources: &source_words,
+            files: &files,
+            dest: &copy.destination,
+            chown: copy.chown.as_deref(),
+            chmod: copy.chmod.as_deref(),
+            link: copy.link,
+            parents: copy.parents,
+            exclude: &copy.exclude,
+            checksum: copy.checksum.as_deref(),
+            keep_git_dir: copy.keep_git_dir,
+            unpack: copy.unpack,
+            args: &step.args,
+            text: &step.text,
+        });
+        Ok(PreparedCopy {
+            key,
+            options,
+            sources,
+            tree,
+            _scratch: scratch,
+        })
+    }
+
+    /// The tree a COPY/ADD reads from, and how its key names it.
+    fn source_tree(&self, step: &Step) -> Result<(SourceHolder, SourceIdentity), StepError> {
+        match &step.source {
+            None | Some(Source::Context) => {
+                let context = self.driver.context().map_err(|error| match error {
+                    BuildError::Context(error) => StepError::Context(error),
+                    _ => StepError::ContextUnavailable,
+                })?;
+                Ok((SourceHolder::Context(context), SourceIdentity::Context))
+            }
+            Some(Source::Scratch) => Ok((SourceHolder::Empty, SourceIdentity::Scratch)),
+            Some(Source::Stage(index)) => {
+                let stage = self
+                    .stage_state(*index)
+                    .ok_or(StepError::ContextUnavailable)?;
+                let view = self.view(&stage.layers)?;
+                Ok((SourceHolder::View(view), SourceIdentity::Stage))
+            }
+            Some(Source::Image(reference)) => {
+                if let Some(NamedContext::Directory(dir)) =
+                    self.driver.request.build_contexts.get(reference)
+                {
+                    return Ok((
+                        SourceHolder::Dir(HostDir::new(dir.clone(), false)),
+                        SourceIdentity::NamedContext {
+                            name: reference.clone(),
+                        },
+                    ));
+                }
+                let base = self
+                    .bases
+                    .get(reference)
+                    .ok_or(StepError::ContextUnavailable)?;
+                let view = self.view(&base_layers(&base.manifest, &base.config))?;
+                Ok((SourceHolder::View(view), base.copy_identity()))
+            }
+        }
+    }
+
+    /// The content digest of every selected entry: context files through the stat cache,
+    /// anything else read now.
+    fn digests(
+        &self,
+        tree: &SourceHolder,
+        selected: &[copy::SelectedSource],
+    ) -> Result<Vec<(String, Digest)>, StepError> {
+        if let SourceHolder::Context(context) = tree {
+            let files: Vec<&str> = selected
+                .iter()
+                .filter(|entry| entry.kind == copy::SourceKind::File)
+                .map(|entry| entry.key_path.as_str())
+                .collect();
+            let hashed: BTreeMap<String, Digest> = self
+                .driver
+                .hasher()
+                .hash(context, &files)?
+                .into_iter()
+                .collect();
+            return selected
+                .iter()
+                .map(|entry| {
+                    let digest = match hashed.get(&entry.key_path) {
+                        Some(digest) => *digest,
+                        None => match context.get(&entry.key_path) {
+                            Some(found) => contenthash::entry_digest(found, None),
+                            None => contenthash::directory_digest(&mut []),
+                        },
+                    };
+                    Ok((entry.key_path.clone(), digest))
+                })
+                .collect();
+        }
+        let tree = tree.as_tree();
+        selected
+            .par_iter()
+            .map(|entry| {
+                let stat = tree.stat(&entry.key_path)?;
+                let content = match &entry.source {
+                    Some(path) if entry.kind == copy::SourceKind::File => Some(file_digest(path)?),
+                    _ => None,
+                };
+                Ok((
+                    entry.key_path.clone(),
+                    stat_digest(stat.as_ref(), content.as_ref()),
+                ))
+            })
+            .collect()
+    }
+
+    /// Looks `key` up unless the cache is off for this stage; on a miss, reports why, runs
+    /// `execute` and commits its entries as a layer.
+    fn cached_or_run(
+        &self,
+        state: &StageState,
+        vertex: VertexId,
+        step_index: usize,
+        key: &CacheKey,
+        text: &str,
+        execute: impl FnOnce() -> Result<Vec<LayerEntry>, StepError>,
+    ) -> Result<StepResult, StepError> {
+        let store = self.driver.store;
+        let locator = self.locator(step_index);
+        let disabled = self.cache_disabled();
+        if disabled.is_none() {
+            if let Some((layer, created)) = self.lookup(key)? {
+                self.driver.report(Event::Cached { vertex });
+                self.remember(&locator, key, text, created)?;
+                return Ok(StepResult {
+                    layer,
+                    reasons: Vec::new(),
+                    created,
+                    explanation: None,
+                });
+            }
+        }
+        let previous = self.previous_preimage(&locator);
+        let reasons = match disabled {
+            Some(reason) => vec![reason],
+            None if state.reran => vec![explain::MissReason::ParentRan.to_string()],
+            None => explain::reasons(previous.as_ref(), &key.preimage)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        };
+        let explanation = self
+            .driver
+            .request
+            .explain
+            .then(|| explain::render_diff(previous.as_ref(), &key.preimage));
+        self.driver.report(Event::Miss {
+            vertex,
+            reasons: reasons.clone(),
+        });
+        let entries = execute()?;
+        let layer = commit_layer(store, entries)?;
+        let created = self.driver.now_secs;
+        let record = CacheRecord {
+            key: key.digest,
+            preimage: key.preimage.clone(),
+            layer: Some(LayerRef {
+                diff_id: layer.diff_id,
+                size: layer.blob.size,
+            }),
+            text: text.to_string(),
+            created,
+        };
+        store.put_record(CACHE_KIND, &key.digest, &[layer.diff_id], &record)?;
+        self.remember(&locator, key, text, created)?;
+        Ok(StepResult {
+            layer,
+            reasons,
+            created,
+            explanation,
+        })
+    }
+
+    /// Notes that the step at `locator` had `key` in this build.
+    fn remember(
+        &self,
+        locator: &Digest,
+        key: &CacheKey,
+        text: &str,
+        created: u64,
+    ) -> Result<(), StepError> {
+        let record = StepRecord {
+            key: key.digest,
+            text: text.to_string(),
+            created,
+        };
+        Ok(self
+            .driver
+            .store
+            .put_record(STEP_KIND, locator, &[], &record)?)
+    }
+
+    /// A cached layer for `key` and when it was made, if its record and blob are both still
+    /// there.
+    fn lookup(&self, key: &CacheKey) -> Result<Option<(LayerBlob, u64)>, StepError> {
+        let store = self.driver.store;
+        let Some(record) = store.get_record::<CacheRecord>(CACHE_KIND, &key.digest)? else {
+            return Ok(None);
+        };
+        let Some(layer) = record.layer else {
+            return Ok(None);
+        };
+        if !store.has_blob(&layer.diff_id) {
+            return Ok(None);
+        }
+        store.touch_record(CACHE_KIND, &key.digest)?;
+        let blob = LayerBlob {
+            blob: Descriptor {
+                media_type: LAYER_MEDIA_TYPE.to_string(),
+                digest: layer.diff_id,
+                size: layer.size,
+                annotations: BTreeMap::new(),
+            },
+            diff_id: layer.diff_id,
+        };
+        Ok(Some((blob, record.created)))
+    }
+
+    /// The preimage of the key this step had last time, if it is known.
+    fn previous_preimage(&self, locator: &Digest) -> Option<Preimage> {
+        let store = self.driver.store;
+        let step = store
+            .get_record::<StepRecord>(STEP_KIND, locator)
+            .ok()
+            .flatten()?;
+        store
+            .get_record::<CacheRecord>(CACHE_KIND, &step.key)
+            .ok()
+            .flatten()
+            .map(|record| record.preimage)
+    }
+
+    /// `Some(reason)` when `--no-cache` or `--no-cache-filter` turns the cache off here.
+    fn cache_disabled(&self) -> Option<String> {
+        let request = self.driver.request;
+        if request.no_cache {
+            return Some(explain::MissReason::NoCache.to_string());
+        }
+        let filtered = request.no_cache_filter.iter().find(|filter| {
+            self.stage.name.as_deref() == Some(filter.to_ascii_lowercase().as_str())
+                || filter.parse::<usize>().ok() == Some(self.stage.index)
+        })?;
+        Some(
+            explain::MissReason::NoCacheFilter {
+                stage: filtered.clone(),
+            }
+            .to_string(),
+        )
+    }
+
+    /// Which step this is across builds: the context, the Dockerfile, the stage, the step.
+    fn locator(&self, step_index: usize) -> Digest {
+        let request = self.driver.request;
+        let absolute = |path: &Path| {
+            path.canonicalize()
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string()
+        };
+        StepLocator {
+            context: absolute(&request.context),
+            dockerfile: request
+                .dockerfile_path
+                .as_deref()
+                .map_or_else(|| "-".to_string(), absolute),
+            stage: self.stage.index,
+            step: step_index,
+        }
+        .id()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        state: &mut StageState,
+        vertex: VertexId,
+        started: Instant,
+        name: String,
+        key: CacheKey,
+        step: &Step,
+        outcome: Result<StepResult, StepError>,
+        keyword: &str,
+    ) -> Result<(), BuildError> {
+        let StepResult {
+            layer,
+            reasons,
+            created,
+            explanation,
+        } = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => return Err(self.fail(vertex, started, step, error)),
+        };
+        let cached = reasons.is_empty();
+        if !cached {
+            self.driver.done(vertex, started);
+        }
+        self.driver.record(StepReport {
+            vertex,
+            name,
+            cached,
+            reasons,
+            duration: started.elapsed().as_secs_f64(),
+            key: Some(key.digest),
+            layer: Some(layer.diff_id),
+            explain: explanation,
+        });
+        let created_by = match keyword {
+            "COPY" | "ADD" => format!("{} # buildkit", step.text),
+            _ => step.text.clone(),
+        };
+        let mut history = config::layer_history(created_by);
+        history.created = Some(rfc3339(created));
+        state.config.history.push(history);
+        state.layers.push(layer);
+        state.chain = key.digest;
+        state.reran = state.reran || !cached;
+        Ok(())
+    }
+
+    fn fail(
+        &self,
+        vertex: VertexId,
+        started: Instant,
+        step: &Step,
+        error: StepError,
+    ) -> BuildError {
+        self.driver.report(Event::Failed {
+            vertex,
+            duration: started.elapsed(),
+            error: error.to_string(),
+        });
+        BuildError::Step {
+            position: step.instruction.position,
+            step: step.text.clone(),
+            source: error,
+        }
+    }
+
+    /// The merged file system of `layers`, unpacking any layer not yet unpacked.
+    pub fn view(&self, layers: &[LayerBlob]) -> Result<RootfsView, StepError> {
+        let snapshots = layers
+            .iter()
+            .map(|layer| snapshot(self.driver.store, layer))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RootfsView::new(snapshots))
+    }
+
+    /// The final state of stage `index` (waiting for it).
+    pub fn stage_state(&self, index: usize) -> Option<Arc<StageState>> {
+        (self.wait)(index)
+    }
+}
+
+/// The entries WORKDIR's `mkdir -p` adds: each missing directory, owned by `user`, and the
+/// existing parent it was created in (its mtime changes).
+fn workdir_entries(
+    view: &RootfsView,
+    path: &str,
+    user: Option<&str>,
+    now: std::time::SystemTime,
+) -> Result<Vec<LayerEntry>, StepError> {
+    let (uid, gid) = match user {
+        Some(user) => {
+            let chown = layer::chown_ids(view, user)?;
+            (chown.uid, chown.gid)
+        }
+        None => (0, 0),
+    };
+    let mtime = timestamp(now);
+    let mut entries = Vec::new();
+    let mut prefix = String::new();
+    let mut created_any = false;
+    let mut parent: Option<LayerEntry> = None;
+    for part in path.split('/').filter(|part| !part.is_empty()) {
+        let current = match prefix.is_empty() {
+            true => part.to_string(),
+            false => format!("{prefix}/{part}"),
+        };
+        match view.lookup(&current, layer::Follow::All)? {
+            Some(found) if found.metadata.kind == layer::FileKind::Dir => {
+                parent = Some(LayerEntry {
+                    path: found.path.trim_start_matches('/').to_string(),
+                    kind: EntryKind::Dir,
+                    mode: found.metadata.mode & 0o7777,
+                    uid: found.metadata.uid,
+                    gid: found.metadata.gid,
+                    mtime,
+                    xattrs: Vec::new(),
+                });
+                prefix = found.path.trim_start_matches('/').to_string();
+                continue;
+            }
+            Some(_) => {
+                return Err(StepError::Copy(
+                    crate::solve::copy::CopyError::NotADirectory {
+                        path: format!("/{current}"),
+                    },
+                ))
+            }
+            None => {}
+        }
+        if !created_any {
+            if let Some(parent) = parent.take() {
+                if !parent.path.is_empty() {
+                    entries.push(parent);
+                }
+            }
+        }
+        created_any = true;
+        entries.push(LayerEntry {
+            path: current.clone(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+            mtime,
+            xattrs: Vec::new(),
+        });
+        prefix = current;
+    }
+    Ok(entries)
+}
+
+/// A layer time for `time`.
+pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: since.subsec_nanos(),
+    }
+}
+
+/// Writes `entries` as a layer blob and its snapshot.
+pub(crate) fn commit_layer(
+    store: &Store,
+    entries: Vec<LayerEntry>,
+) -> Result<LayerBlob, StepError> {
+    let mut writer = store.blob_writer()?;
+    let snapshot = store.temp_dir()?;
+    let summary = layer::write_layer(entries, &mut writer, Some(snapshot.path()))?;
+    let (digest, size) = writer.commit()?;
+    store.commit_snapshot(snapshot, &summary.diff_id)?;
+    Ok(LayerBlob {
+        blob: Descriptor {
+            media_type: LAYER_MEDIA_TYPE.to_string(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+        },
+        diff_id: summary.diff_id,
+    })
+}
+
+/// The snapshot of `layer`, unpacked from its blob if it is not there yet.
+pub(crate) fn snapshot(store: &Store, layer: &LayerBlob) -> Result<PathBuf, StepError> {
+    if store.has_snapshot(&layer.diff_id) {
+        return Ok(store.snapshot_path(&layer.diff_id));
+    }
+    let blob = store.open_blob(&layer.blob.digest)?;
+    let reader: Box<dyn Read> = match layer.blob.media_type.as_str() {
+        LAYER_MEDIA_TYPE | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(blob),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Box::new(flate2::read::GzDecoder::new(blob))
+        }
+        "application/vnd.oci.image.layer.v1.tar+zstd" => {
+            let path = store.blob_path(&layer.blob.digest);
+            Box::new(
+                zstd::stream::read::Decoder::new(blob)
+                    .map_err(|source| copy::CopyError::Io { path, source })?,
+            )
+        }
+        other => {
+            return Err(StepError::UnsupportedLayer {
+                media_type: other.to_string(),
+            })
+        }
+    };
+    let dir = store.temp_dir()?;
+    layer::unpack(reader, dir.path())?;
+    Ok(store.commit_snapshot(dir, &layer.diff_id)?)
+}
+
+/// The layers of a base image's manifest, each paired with its uncompressed digest from the
+/// config (layers may be stored compressed).
+fn base_layers(manifest: &Manifest, config: &ImageConfig) -> Vec<LayerBlob> {
+    manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(blob, diff_id)| LayerBlob {
+            blob: blob.clone(),
+            diff_id: *diff_id,
+        })
+        .collect()
+}
+
+/// Finds `reference` in the store and reads its manifest and config.
+pub(crate) fn resolve_image(store: &Store, reference: &str) -> Result<ResolvedBase, StepError> {
+    let resolved = store
+        .resolve(reference)
+        .map_err(|source| StepError::ImageNotFound {
+            reference: reference.to_string(),
+            source,
+        })?;
+    let manifest_bytes = store.read_blob(&resolved.digest)?;
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|source| StepError::BadImage {
+            reference: reference.to_string(),
+            what: "manifest",
+            source,
+        })?;
+    let config_bytes = store.read_blob(&manifest.config.digest)?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|source| StepError::BadImage {
+            reference: reference.to_string(),
+            what: "config",
+            source,
+        })?;
+    Ok(ResolvedBase {
+        manifest_digest: resolved.digest,
+        manifest,
+        config,
+        name: resolved
+            .name
+            .map_or_else(|| reference.to_string(), |name| name.to_string()),
+    })
+}
+
+/// The stat cache of one context directory, kept in the store as a blob (compact binary)
+/// named by a record, so gc drops the versions no record names.
+pub(crate) struct StoreStatCache<'s> {
+    store: &'s Store,
+    id: Digest,
+}
+
+impl<'s> StoreStatCache<'s> {
+    /// The stat cache of `context` in `store`.
+    pub fn new(store: &'s Store, context: &Path) -> Self {
+        StoreStatCache {
+            store,
+            id: stat_cache_id(context),
+        }
+    }
+}
+
+impl StatCacheStorage for StoreStatCache<'_> {
+    fn load(&self) -> Option<Vec<u8>> {
+        let blob = self
+            .store
+            .get_record::<Digest>(STAT_KIND, &self.id)
+            .ok()
+            .flatten()?;
+        self.store.read_blob(&blob).ok()
+    }
+
+    fn save(&self, bytes: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let (blob, _) = self.store.put_blob(bytes)?;
+        self.store.put_record(STAT_KIND, &self.id, &[blob], &blob)?;
+        Ok(())
+    }
+}
+
+fn stat_cache_id(context: &Path) -> Digest {
+    let canonical = context
+        .canonicalize()
+        .unwrap_or_else(|_| context.to_path_buf());
+    Digest::of(canonical.as_os_str().as_encoded_bytes())
+}
