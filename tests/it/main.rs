@@ -2,6 +2,7 @@ mod cache;
 mod cli;
 mod differential;
 mod dockerignore;
+mod layer;
 mod parse;
 mod robustness;
 mod store;
