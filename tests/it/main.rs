@@ -8,3 +8,5 @@ mod robustness;
 mod store;
 mod util;
 mod words;
+/// COPY/ADD archives and downloads.
+mod copy;

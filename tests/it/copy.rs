@@ -1,0 +1,132 @@
+//! ADD end to end at the library level: archives by magic bytes and downloads from a server
+//! on 127.0.0.1 (Last-Modified, --checksum).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use kiln::layer::{EntryKind, Timestamp};
+use kiln::solve::add::{archive_compression, fetch_url, Compression};
+use kiln::solve::copy::{plan_copy, CopyError, CopyOptions, HostDir, Prepared};
+
+fn tar_bytes() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(2);
+    header.set_mode(0o4755);
+    header.set_uid(7);
+    header.set_gid(8);
+    header.set_mtime(1_000);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "in/f", &b"t\n"[..])
+        .unwrap();
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn add_extracts_archives_by_content_and_keeps_owners() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar_bytes()).unwrap();
+    std::fs::write(src.path().join("archive.txt"), gz.finish().unwrap()).unwrap();
+    std::fs::write(src.path().join("plain.tar"), tar_bytes()).unwrap();
+    std::fs::write(src.path().join("notar"), b"just text").unwrap();
+    let cases = [
+        ("archive.txt", Some(Compression::Gzip)),
+        ("plain.tar", Some(Compression::None)),
+        ("notar", None),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(
+            archive_compression(&src.path().join(name)).unwrap(),
+            expected,
+            "{name}"
+        );
+    }
+    let options = CopyOptions {
+        destination: "/t9".into(),
+        workdir: "/".into(),
+        owner: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        add: true,
+        unpack: None,
+        now: Timestamp { secs: 5, nanos: 0 },
+        scratch: scratch.path().to_path_buf(),
+    };
+    let sources = [Prepared::Tree {
+        pattern: "archive.txt".into(),
+    }];
+    let tree = HostDir::new(src.path(), false);
+    let entries = plan_copy(&sources, &options, &tree, &HostDir::new(dst.path(), false)).unwrap();
+    let shown: Vec<(String, u32, u32, u32)> = entries
+        .iter()
+        .map(|e| (e.path.clone(), e.mode, e.uid, e.gid))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("t9".to_string(), 0o755, 0, 0),
+            ("t9/in".to_string(), 0o755, 0, 0),
+            ("t9/in/f".to_string(), 0o4755, 7, 8),
+        ]
+    );
+    let EntryKind::File { source } = &entries[2].kind else {
+        panic!("not a file")
+    };
+    assert_eq!(std::fs::read(source).unwrap(), b"t\n");
+}
+
+/// Serves `body` once per connection with a fixed Last-Modified.
+fn serve(body: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 2048];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Mon, 23 Nov 2026 10:59:04 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    format!("http://{address}/dir/served.txt")
+}
+
+#[test]
+fn add_downloads_with_mode_mtime_and_checksum() {
+    let url = serve(b"hello");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = fetch_url(&url, None, scratch.path()).unwrap();
+    assert_eq!(file.name, "served.txt");
+    assert_eq!(file.stat.mode, 0o600);
+    assert_eq!(
+        file.stat.mtime,
+        Timestamp {
+            secs: 1_795_431_544,
+            nanos: 0
+        }
+    );
+    assert_eq!(std::fs::read(&file.file).unwrap(), b"hello");
+    let good = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    assert!(fetch_url(&url, Some(good), scratch.path()).is_ok());
+    let bad = format!("sha256:{}", "0".repeat(64));
+    match fetch_url(&url, Some(&bad), scratch.path()) {
+        Err(CopyError::ChecksumMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, bad);
+            assert_eq!(actual, good);
+        }
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+}
