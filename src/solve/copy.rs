@@ -431,9 +431,7 @@ fn symbolic_chmod(text: &str, mut mode: u32, is_dir: bool) -> Option<u32> {
                 return None;
             }
             rest = &rest[1..];
-            let end = rest
-                .find(|c: char| matches!(c, '+' | '-' | '='))
-                .unwrap_or(rest.len());
+            let end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
             let (perms, tail) = rest.split_at(end);
             rest = tail;
             let mut bits = 0u32;
