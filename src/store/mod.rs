@@ -204,6 +204,21 @@ pub enum StoreError {
     },
 }
 
+/// [`Store::default_root`] over an environment lookup, so it can be tested without touching
+/// the process environment.
+fn root_from_env(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf> {
+    let var = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(root) = var("KILN_ROOT") {
+        return Ok(root);
+    }
+    if let Some(data) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return Ok(data.join("kiln"));
+    }
+    var("HOME")
+        .map(|home| home.join(".local/share/kiln"))
+        .ok_or(StoreError::NoRoot)
+}
+
 fn join(digests: &[Digest]) -> String {
     digests
         .iter()
@@ -272,20 +287,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NoRoot`] if none of these variables is usable.
     pub fn default_root() -> Result<PathBuf> {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        if let Some(root) = var("KILN_ROOT") {
-            return Ok(root);
-        }
-        if let Some(data) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
-            return Ok(data.join("kiln"));
-        }
-        var("HOME")
-            .map(|home| home.join(".local/share/kiln"))
-            .ok_or(StoreError::NoRoot)
+        root_from_env(|name| std::env::var_os(name))
     }
 
     /// Returns the root directory.
@@ -371,6 +373,50 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("opens");
         (dir, store)
+    }
+
+    #[test]
+    fn default_roots() {
+        /// KILN_ROOT, XDG_DATA_HOME, HOME, expected root.
+        type Row<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let table: &[Row] = &[
+            (Some("/k"), Some("/x"), Some("/h"), Some("/k")),
+            (Some("rel"), None, None, Some("rel")),
+            (Some(""), Some("/x"), Some("/h"), Some("/x/kiln")),
+            (None, Some("/x"), Some("/h"), Some("/x/kiln")),
+            (
+                None,
+                Some("relative"),
+                Some("/h"),
+                Some("/h/.local/share/kiln"),
+            ),
+            (None, Some(""), Some("/h"), Some("/h/.local/share/kiln")),
+            (None, None, Some("/h"), Some("/h/.local/share/kiln")),
+            (None, None, None, None),
+            (None, None, Some(""), None),
+        ];
+        for (kiln, xdg, home, expected) in table {
+            let lookup = |name: &str| {
+                match name {
+                    "KILN_ROOT" => *kiln,
+                    "XDG_DATA_HOME" => *xdg,
+                    "HOME" => *home,
+                    _ => None,
+                }
+                .map(std::ffi::OsString::from)
+            };
+            let found = root_from_env(lookup).ok();
+            assert_eq!(
+                found.as_deref(),
+                expected.map(Path::new),
+                "{kiln:?} {xdg:?} {home:?}"
+            );
+        }
     }
 
     #[test]
