@@ -45,6 +45,18 @@ pub(super) fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> 
     sync_parent(dest)
 }
 
+/// Replaces `dest` with `bytes` by rename, without fsync: a crash never shows a partial file,
+/// but after a power loss the old content may come back. Only for advisory data (a record's
+/// `last_used`), where a flush per cache hit would cost more than losing the update.
+pub(super) fn replace_unsynced(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = temp_file(tmp, ".part")?;
+    file.write_all(bytes)
+        .map_err(io_error("write a temp file for", dest))?;
+    file.persist(dest)
+        .map_err(|e| io_error("rename a temp file to", dest)(e.error))?;
+    Ok(())
+}
+
 /// Creates `dest` with `bytes` unless it already exists; returns true if and only if this
 /// call created it. Two processes racing to create the same file both succeed, one of them
 /// writing it.

@@ -106,10 +106,16 @@ impl Store {
             last_used: now,
             value,
         };
-        self.write_envelope(&path, &envelope)
+        self.write_envelope(&path, &envelope, true)
     }
 
-    fn write_envelope<T: Serialize>(&self, path: &std::path::Path, envelope: &T) -> Result<()> {
+    /// Writes an envelope; `durable` false skips the fsyncs (see [`atomic::replace_unsynced`]).
+    fn write_envelope<T: Serialize>(
+        &self,
+        path: &std::path::Path,
+        envelope: &T,
+        durable: bool,
+    ) -> Result<()> {
         let bytes = serde_json::to_vec(envelope).map_err(|source| StoreError::Encode {
             what: "record",
             path: path.to_path_buf(),
@@ -118,7 +124,11 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         }
-        atomic::write_atomic(&self.tmp_dir(), path, &bytes)
+        if durable {
+            atomic::write_atomic(&self.tmp_dir(), path, &bytes)
+        } else {
+            atomic::replace_unsynced(&self.tmp_dir(), path, &bytes)
+        }
     }
 
     /// Returns the value of record `kind`/`id`, or `None` if there is none.
@@ -201,6 +211,9 @@ impl Store {
 
     /// Sets `last_used` of record `kind`/`id` to now; returns false if there is no such record.
     ///
+    /// The record is replaced atomically but not flushed to disk, so a cache hit costs no
+    /// fsync; after a power loss the previous `last_used` may come back.
+    ///
     /// # Errors
     /// [`StoreError::InvalidKind`], [`StoreError::Corrupt`], I/O errors.
     pub fn touch_record(&self, kind: &str, id: &Digest) -> Result<bool> {
@@ -211,7 +224,7 @@ impl Store {
         let mut envelope: Envelope<serde_json::Value> =
             serde_json::from_slice(&bytes).map_err(corrupt(&path))?;
         envelope.last_used = timestamp(SystemTime::now());
-        self.write_envelope(&path, &envelope)?;
+        self.write_envelope(&path, &envelope, false)?;
         Ok(true)
     }
 
