@@ -711,8 +711,14 @@ fn lower_stage(
             (platform, scope)
         }
     };
+    // A base stage's triggers, or a base image's (a stage has one kind of base, never both).
+    let image_triggers = match &header.base {
+        Base::Image(image) => context.options.base_onbuild.get(image).cloned(),
+        _ => None,
+    }
+    .unwrap_or_default();
     let mut steps = Vec::with_capacity(triggers.len() + header.body.len());
-    for trigger in triggers {
+    for trigger in triggers.iter().copied().chain(&image_triggers) {
         steps.push(lower_step(context, &mut scope, trigger, true)?);
     }
     for instruction in header.body {

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::syntax::Instruction;
+
 /// An OCI platform: operating system, architecture and optional variant, with the names the
 /// image spec uses (`amd64`, `arm64`, `arm/v7`; Go's `GOOS`/`GOARCH` values).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -260,6 +262,9 @@ pub struct BuildOptions {
     /// expansion), for a caller that has resolved them. A stage on an image missing here
     /// starts with only the default `PATH`, as a stage on `scratch` does.
     pub base_env: BTreeMap<String, Vec<(String, String)>>,
+    /// The `OnBuild` triggers of base images' configs, parsed, by image reference as written
+    /// in FROM: a stage on such an image runs them before its own instructions.
+    pub base_onbuild: BTreeMap<String, Vec<Instruction>>,
 }
 
 impl Default for BuildOptions {
@@ -271,6 +276,7 @@ impl Default for BuildOptions {
             build_platform: Platform::host(),
             target_platform: Platform::host(),
             base_env: BTreeMap::new(),
+            base_onbuild: BTreeMap::new(),
         }
     }
 }

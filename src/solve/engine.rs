@@ -156,6 +156,20 @@ pub fn build(
     let mut options = request.options.clone();
     for (reference, base) in &bases {
         options.base_env.insert(reference.clone(), base.env_pairs());
+        if let Some(triggers) = base
+            .config
+            .config
+            .on_build
+            .as_ref()
+            .filter(|t| !t.is_empty())
+        {
+            let parsed = parse_triggers(triggers).map_err(|source| BuildError::Step {
+                position: base.position,
+                step: format!("FROM {reference}"),
+                source,
+            })?;
+            options.base_onbuild.insert(reference.clone(), parsed);
+        }
     }
     let graph = match options.base_env.is_empty() {
         true => first,
@@ -189,6 +203,16 @@ pub fn build(
     Ok(outcome)
 }
 
+/// The ONBUILD triggers of a base image, parsed as the instructions they are.
+fn parse_triggers(triggers: &[String]) -> Result<Vec<crate::syntax::Instruction>, StepError> {
+    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+    let parsed = syntax::parse(text.as_bytes()).map_err(|source| StepError::BadTrigger {
+        triggers: triggers.to_vec(),
+        source,
+    })?;
+    Ok(parsed.instructions.into_iter().skip(1).collect())
+}
+
 /// A base image resolved in the store.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedBase {
@@ -200,6 +224,8 @@ pub(crate) struct ResolvedBase {
     pub config: ImageConfig,
     /// The normalized name, for progress.
     pub name: String,
+    /// Where the build first uses it.
+    pub position: Position,
 }
 
 impl ResolvedBase {
@@ -422,9 +448,11 @@ impl<'a> Driver<'a> {
                 Some(NamedContext::Image(target)) => target.clone(),
                 _ => reference.clone(),
             };
-            let vertex = self.start(format!("[internal] load metadata for {lookup}"));
+            let shown =
+                Reference::parse(&lookup).map_or_else(|_| lookup.clone(), |r| r.to_string());
+            let vertex = self.start(format!("[internal] load metadata for {shown}"));
             let started = Instant::now();
-            match crate::solve::step::resolve_image(self.store, &lookup) {
+            match crate::solve::step::resolve_image(self.store, &lookup, position) {
                 Ok(base) => {
                     self.done(vertex, started);
                     bases.insert(reference, base);

@@ -61,6 +61,15 @@ pub enum StepError {
         /// The media type.
         media_type: String,
     },
+    /// A base image's ONBUILD triggers do not parse.
+    #[error("the base image's ONBUILD triggers {triggers:?} do not parse")]
+    BadTrigger {
+        /// The triggers as the image records them.
+        triggers: Vec<String>,
+        /// The parse error.
+        #[source]
+        source: crate::syntax::ParseError,
+    },
     /// A config instruction is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -335,8 +344,11 @@ impl StageRun<'_, '_> {
                 let started = Instant::now();
                 let layers = base_layers(&base.manifest, &base.config);
                 self.driver.done(vertex, started);
+                let mut config = base.config.clone();
+                // Triggers run once, in the stage built on the image; they are not inherited.
+                config.config.on_build = None;
                 Ok(StageState {
-                    config: base.config.clone(),
+                    config,
                     layers,
                     chain: key::from_key(&base.identity(), &platform).digest,
                     reran: false,
@@ -344,7 +356,9 @@ impl StageRun<'_, '_> {
             }
             Base::Stage(index) => {
                 let state = (self.wait)(*index).ok_or(BuildError::DependencyFailed)?;
-                Ok(state.as_ref().clone())
+                let mut state = state.as_ref().clone();
+                state.config.config.on_build = None;
+                Ok(state)
             }
         }
     }
@@ -996,7 +1010,11 @@ fn base_layers(manifest: &Manifest, config: &ImageConfig) -> Vec<LayerBlob> {
 }
 
 /// Finds `reference` in the store and reads its manifest and config.
-pub(crate) fn resolve_image(store: &Store, reference: &str) -> Result<ResolvedBase, StepError> {
+pub(crate) fn resolve_image(
+    store: &Store,
+    reference: &str,
+    position: crate::syntax::Position,
+) -> Result<ResolvedBase, StepError> {
     let resolved = store
         .resolve(reference)
         .map_err(|source| StepError::ImageNotFound {
@@ -1024,6 +1042,7 @@ pub(crate) fn resolve_image(store: &Store, reference: &str) -> Result<ResolvedBa
         name: resolved
             .name
             .map_or_else(|| reference.to_string(), |name| name.to_string()),
+        position,
     })
 }
 

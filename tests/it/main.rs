@@ -1,3 +1,5 @@
+/// `kiln build` end to end, and the store commands.
+mod build;
 mod cache;
 mod cli;
 mod differential;
