@@ -34,10 +34,13 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobReader, BlobWriter};
 pub use gc::{DiskUsage, GcSummary, PruneOptions, PruneSummary};
-pub use index::{ImageRecord, ResolvedImage, StoredImage};
+pub use index::{
+    descriptor_digest, ImageRecord, ResolvedImage, StoredImage, ANNOTATION_CONTAINERD_NAME,
+    ANNOTATION_CREATED, ANNOTATION_REF_NAME,
+};
 pub use lock::{LockMode, StoreLock};
 pub use records::RecordInfo;
-pub use reference::{Reference, ReferenceError};
+pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN, DEFAULT_TAG};
 
 use crate::digest::Digest;
 
