@@ -162,6 +162,12 @@ pub(super) fn compare_entries(a: &LayerEntry, b: &LayerEntry) -> Ordering {
 /// of a real tree would: when a `Hardlink` sorts before the `File` it names, the two swap roles
 /// (and any other links to that file point at the first name).
 fn first_link_carries_content(entries: &mut [LayerEntry]) {
+    if !entries
+        .iter()
+        .any(|e| matches!(e.kind, EntryKind::Hardlink { .. }))
+    {
+        return;
+    }
     let index: HashMap<String, usize> = entries
         .iter()
         .enumerate()
@@ -949,5 +955,50 @@ mod tests {
         );
         let err = write_layer(vec![not_file], Vec::new(), None).unwrap_err();
         assert!(matches!(err, LayerError::SourceNotFile { .. }), "{err:?}");
+        // procfs files report size 0 but have content: the same as a file that grew.
+        let grew = entry(
+            "x",
+            EntryKind::File {
+                source: PathBuf::from("/proc/self/status"),
+            },
+        );
+        match write_layer(vec![grew], Vec::new(), None) {
+            Err(LayerError::SourceChanged {
+                expected, found, ..
+            }) => assert_eq!((expected, found), (0, 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_name_of_a_linked_file_carries_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("content");
+        std::fs::write(&source, b"shared").unwrap();
+        let hard = |path: &str| entry(path, EntryKind::Hardlink { target: "z".into() });
+        let mut entries = vec![
+            entry(
+                "z",
+                EntryKind::File {
+                    source: source.clone(),
+                },
+            ),
+            hard("b"),
+            hard("a"),
+        ];
+        entries.sort_by(compare_entries);
+        first_link_carries_content(&mut entries);
+        let kinds: Vec<(&str, &EntryKind)> =
+            entries.iter().map(|e| (e.path.as_str(), &e.kind)).collect();
+        let to_a = EntryKind::Hardlink { target: "a".into() };
+        assert_eq!(
+            kinds,
+            [
+                ("a", &EntryKind::File { source }),
+                ("b", &to_a),
+                ("z", &to_a),
+            ]
+        );
+        check_structure(&entries).unwrap();
     }
 }
