@@ -311,12 +311,19 @@ mod tests {
         assert_eq!(got.unknown_group.as_deref(), Some("nogroup"));
     }
 
+    /// Numeric ids never read the rootfs: they work even over a snapshot that is gone, where
+    /// a name must fail.
     #[test]
-    fn chown_ids_without_files() {
-        let view = RootfsView::new(vec![tempfile::tempdir().unwrap().path().to_path_buf()]);
-        let got = chown_ids(&view, "5:6");
-        // The temp dir is gone: a missing snapshot root is an error, numeric ids are not.
-        assert!(got.is_ok_and(|c| (c.uid, c.gid) == (5, 6)));
+    fn numeric_ids_need_no_files() {
+        let gone = tempfile::tempdir().unwrap().path().to_path_buf();
+        let view = RootfsView::new(vec![gone]);
+        let got = chown_ids(&view, "5:6").unwrap();
+        assert_eq!((got.uid, got.gid), (5, 6));
+        assert_eq!(lookup_user(&view, "7").unwrap().gid, 7);
+        assert!(matches!(
+            chown_ids(&view, "alice"),
+            Err(LayerError::Fs { .. })
+        ));
     }
 
     #[test]

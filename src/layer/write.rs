@@ -869,6 +869,70 @@ mod tests {
         }
     }
 
+    /// Blocks copied from a BuildKit layer (`COPY d /d` on dockerd 20.10, `docker save`): ours
+    /// are identical except for the owner names BuildKit adds (and so the checksum).
+    #[test]
+    fn headers_match_buildkit_bytes() {
+        fn block(pieces: &[(usize, &[u8])]) -> Vec<u8> {
+            let mut out = vec![0u8; BLOCK];
+            for (at, bytes) in pieces {
+                out[*at..*at + bytes.len()].copy_from_slice(bytes);
+            }
+            out
+        }
+        fn without_names(mut bytes: Vec<u8>) -> Vec<u8> {
+            for start in (0..bytes.len()).step_by(BLOCK) {
+                bytes[start + 148..start + 156].fill(0);
+                bytes[start + 265..start + 329].fill(0);
+            }
+            bytes
+        }
+        let file = block(&[
+            (0, b"d/a"),
+            (
+                100,
+                b"0100644\x000000000\x000000000\x0000000000003\x0015301015721\x00011427\x00 0",
+            ),
+            (257, b"ustar\x0000root"),
+            (297, b"root"),
+            (329, b"0000000\x000000000"),
+        ]);
+        let long = format!("d/{}", "n".repeat(150));
+        let pax_name = format!("d/PaxHeaders.0/{}", "n".repeat(85));
+        let mut pax = block(&[(0, pax_name.as_bytes()), (257, b"ustar\x0000")]);
+        pax[100..157].copy_from_slice(
+            b"0000000\x000000000\x000000000\x0000000000242\x0000000000000\x00032652\x00 x",
+        );
+        pax.extend(block(&[(0, format!("162 path={long}\n").as_bytes())]));
+        let mut long_file = file.clone();
+        long_file[..100].copy_from_slice(&long.as_bytes()[..100]);
+        long_file[124..136].copy_from_slice(b"00000000001\x00");
+        pax.extend(long_file);
+        let fields = |name| Fields {
+            name,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            size: if name == "d/a" { 3 } else { 1 },
+            mtime: Timestamp {
+                secs: 1_795_431_377,
+                nanos: 0,
+            },
+            typeflag: b'0',
+            link: "",
+            device: (0, 0),
+            xattrs: &[],
+        };
+        assert_eq!(
+            without_names(encode_header(&fields("d/a"))),
+            without_names(file)
+        );
+        assert_eq!(
+            without_names(encode_header(&fields(&long))),
+            without_names(pax)
+        );
+    }
+
     fn fixture(src: &Path) -> Vec<LayerEntry> {
         std::fs::write(src.join("hello"), b"hello, layer\n").unwrap();
         std::fs::write(src.join("empty"), b"").unwrap();
