@@ -204,10 +204,11 @@ pub fn extract_archive(
             // Global and vendor headers carry no file.
             _ => continue,
         };
-        let mode = header.mode().map_err(|error| bad(error.to_string()))? & 0o7777;
-        let uid = header.uid().map_err(|error| bad(error.to_string()))?;
-        let gid = header.gid().map_err(|error| bad(error.to_string()))?;
-        let mtime = header.mtime().map_err(|error| bad(error.to_string()))?;
+        // Go reads a blank numeric field as 0; so does kiln.
+        let mode = header.mode().unwrap_or(0) & 0o7777;
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0);
         out.push(LayerEntry {
             path: name,
             kind,

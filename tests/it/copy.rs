@@ -130,3 +130,106 @@ fn add_downloads_with_mode_mtime_and_checksum() {
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
 }
+
+fn add_options(destination: &str, scratch: &std::path::Path) -> CopyOptions {
+    CopyOptions {
+        destination: destination.into(),
+        workdir: "/".into(),
+        owner: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        add: true,
+        unpack: None,
+        now: Timestamp { secs: 5, nanos: 0 },
+        scratch: scratch.to_path_buf(),
+    }
+}
+
+#[test]
+fn add_archive_merges_replaces_and_skips_its_root() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dst.path().join("t/olddir/inner")).unwrap();
+    // Relative: an absolute target would resolve from the extraction root, as in a chroot.
+    std::os::unix::fs::symlink("real", dst.path().join("t/viasym")).unwrap();
+    std::fs::create_dir_all(dst.path().join("t/real")).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(77);
+        header.set_cksum();
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    add("./", tar::EntryType::Directory, 0o700, b"");
+    add("olddir", tar::EntryType::Regular, 0o644, b"now a file");
+    add(
+        "viasym/f",
+        tar::EntryType::Regular,
+        0o644,
+        b"through the link",
+    );
+    add("new/deep/g", tar::EntryType::Regular, 0o600, b"g");
+    std::fs::write(src.path().join("a.tar"), builder.into_inner().unwrap()).unwrap();
+    let entries = plan_copy(
+        &[Prepared::Tree {
+            pattern: "a.tar".into(),
+        }],
+        &add_options("/t/", scratch.path()),
+        &HostDir::new(src.path(), false),
+        &HostDir::new(dst.path(), false),
+    )
+    .unwrap();
+    let shown: Vec<(String, u32, i64)> = entries
+        .iter()
+        .map(|e| (e.path.clone(), e.mode, e.mtime.secs))
+        .collect();
+    let t_mode = shown.first().map(|e| e.1).unwrap();
+    assert_eq!(
+        shown,
+        [
+            ("t".to_string(), t_mode, 5),
+            ("t/new".to_string(), 0o755, 5),
+            ("t/new/deep".to_string(), 0o755, 5),
+            ("t/new/deep/g".to_string(), 0o600, 77),
+            ("t/olddir".to_string(), 0o644, 77),
+            ("t/real".to_string(), 0o755, 5),
+            ("t/real/f".to_string(), 0o644, 77),
+        ]
+    );
+    assert!(
+        t_mode != 0o700,
+        "the archive's root entry must not change the destination"
+    );
+}
+
+#[test]
+fn add_url_lands_in_the_destination_dir() {
+    let url = serve(b"hello");
+    let scratch = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = fetch_url(&url, None, scratch.path()).unwrap();
+    let entries = plan_copy(
+        &[Prepared::File {
+            file,
+            download: true,
+        }],
+        &add_options("/u1/", scratch.path()),
+        &HostDir::new(scratch.path(), false),
+        &HostDir::new(dst.path(), false),
+    )
+    .unwrap();
+    let shown: Vec<(String, u32)> = entries.iter().map(|e| (e.path.clone(), e.mode)).collect();
+    assert_eq!(
+        shown,
+        [
+            ("u1".to_string(), 0o755),
+            ("u1/served.txt".to_string(), 0o600)
+        ]
+    );
+}

@@ -486,18 +486,7 @@ impl Plan<'_> {
     }
 
     fn resolve(&self, path: &str) -> Result<String, CopyError> {
-        resolve(path, true, |p| {
-            Ok(match self.lstat(p)? {
-                None => Step::Absent,
-                Some(DestStat {
-                    kind: DestKind::Symlink { target },
-                    ..
-                }) => Step::Link(target),
-                Some(stat) => Step::Plain {
-                    dir: stat.kind == DestKind::Dir,
-                },
-            })
-        })
+        self.resolve_below("", path, true)
     }
 
     fn owner(&self, stat: &SourceStat) -> Owner {
@@ -803,56 +792,76 @@ impl Plan<'_> {
         })
     }
 
-    /// Puts an extracted archive under `dir`: existing directories take the archive's
-    /// metadata, missing parents are made 0755 root-owned, the archive's root entry is
-    /// skipped, hard links are rebased under `dir`.
+    /// Puts an extracted archive under `dir` as moby's untar does: paths resolve inside
+    /// `dir` as in a chroot, missing parents are made 0755 root-owned, the archive's root
+    /// entry is skipped, directories merge, anything else replaces what is there, hard
+    /// links are rebased under `dir`.
     fn merge_archive(&mut self, dir: &str, entries: Vec<LayerEntry>) -> Result<(), CopyError> {
         for mut entry in entries {
             let rel = join(&components(&entry.path));
             if rel.is_empty() {
                 continue;
             }
-            entry.path = join2(dir, &rel);
+            let is_dir = entry.kind == EntryKind::Dir;
+            let resolved = self.resolve_below(dir, &rel, is_dir)?;
+            if resolved.is_empty() {
+                continue;
+            }
+            entry.path = join2(dir, &resolved);
             if let EntryKind::Hardlink { target } = &entry.kind {
+                let target = self.resolve_below(dir, &join(&components(target)), false)?;
                 entry.kind = EntryKind::Hardlink {
-                    target: join2(dir, &join(&components(target))),
+                    target: join2(dir, &target),
                 };
             }
-            let mut missing = Vec::new();
-            let mut above = parent(&entry.path);
-            while above.len() > dir.len() && self.lstat(above)?.is_none() {
-                missing.push(above.to_owned());
-                above = parent(above);
-            }
-            for path in missing.into_iter().rev() {
-                self.put(LayerEntry {
-                    path,
-                    kind: EntryKind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: self.options.now,
-                    xattrs: Vec::new(),
-                })?;
-            }
-            if entry.kind != EntryKind::Dir {
-                if let Some(existing) = self.lstat(&entry.path)? {
-                    if existing.kind == DestKind::Dir {
-                        return Err(CopyError::ReplaceDirectory {
-                            path: shown(&entry.path),
-                        });
-                    }
-                }
-            } else if let Some(existing) = self.lstat(&entry.path)? {
-                if existing.kind != DestKind::Dir {
-                    return Err(CopyError::CopyToNonDirectory {
-                        path: shown(&entry.path),
-                    });
+            let parts = components(&resolved);
+            for end in 1..parts.len() {
+                let here = join2(dir, &join(&parts[..end]));
+                match self.lstat(&here)? {
+                    Some(stat) if stat.kind == DestKind::Dir => {}
+                    Some(_) => return Err(CopyError::NotADirectory { path: shown(&here) }),
+                    None => self.put(LayerEntry {
+                        path: here,
+                        kind: EntryKind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime: self.options.now,
+                        xattrs: Vec::new(),
+                    })?,
                 }
             }
-            self.put(entry)?;
+            let merge = is_dir
+                && self
+                    .lstat(&entry.path)?
+                    .is_some_and(|stat| stat.kind == DestKind::Dir);
+            if !merge {
+                // Replaced: nothing planned below it survives.
+                let below = format!("{}/", entry.path);
+                self.entries
+                    .retain(|path, _| path != &entry.path && !path.starts_with(&below));
+            }
+            self.modified.insert(parent(&entry.path).to_owned());
+            self.entries.insert(entry.path.clone(), entry);
         }
         Ok(())
+    }
+
+    /// Resolves `rel` below `dir` with `dir` as the root (absolute symlink targets start at
+    /// `dir`, `..` stops there).
+    fn resolve_below(&self, dir: &str, rel: &str, follow_last: bool) -> Result<String, CopyError> {
+        resolve(rel, follow_last, |p| {
+            Ok(match self.lstat(&join2(dir, p))? {
+                None => Step::Absent,
+                Some(DestStat {
+                    kind: DestKind::Symlink { target },
+                    ..
+                }) => Step::Link(target),
+                Some(stat) => Step::Plain {
+                    dir: stat.kind == DestKind::Dir,
+                },
+            })
+        })
     }
 
     /// The planned entries plus every directory above them that the image already has.
