@@ -37,9 +37,7 @@ fn read_image(store: &Store, digest: &Digest) -> anyhow::Result<Image> {
 }
 
 fn resolve(store: &Store, text: &str) -> anyhow::Result<Image> {
-    let resolved = store
-        .resolve(text)
-        .with_context(|| format!("no such image: {text}"))?;
+    let resolved = store.resolve(text)?;
     read_image(store, &resolved.digest)
 }
 

@@ -34,6 +34,9 @@ pub mod store;
 
 pub mod layer;
 
+/// Images from OCI layouts and `docker save` archives into the store.
+pub mod load;
+
 /// The build engine: runs the graph against the store and the cache.
 pub mod solve;
 /// The image config and manifest documents.

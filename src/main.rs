@@ -382,18 +382,20 @@ fn named_contexts(given: &[String]) -> anyhow::Result<BTreeMap<String, NamedCont
         };
         let context = if let Some(image) = source.strip_prefix("docker-image://") {
             NamedContext::Image(image.to_string())
-        } else if let Some(scheme) = [
-            "oci-layout://",
-            "docker-archive:",
-            "https://",
-            "http://",
-            "git@",
-        ]
-        .iter()
-        .find(|scheme| source.starts_with(*scheme))
+        } else if let Some(layout) = source.strip_prefix("oci-layout://") {
+            let (dir, selector) = split_layout_selector(layout);
+            NamedContext::OciLayout {
+                dir: PathBuf::from(dir),
+                selector: selector.map(str::to_string),
+            }
+        } else if let Some(file) = source.strip_prefix("docker-archive:") {
+            NamedContext::DockerArchive(PathBuf::from(file.trim_start_matches("//")))
+        } else if let Some(scheme) = ["https://", "http://", "git@"]
+            .iter()
+            .find(|scheme| source.starts_with(*scheme))
         {
             anyhow::bail!(
-                "--build-context '{name}': {scheme} sources are not supported yet; load the image with `kiln load` (next release) or give a directory"
+                "--build-context '{name}': {scheme} sources are not supported yet; give a directory, docker-image://, oci-layout:// or docker-archive:"
             );
         } else {
             let path = PathBuf::from(source);
@@ -405,6 +407,18 @@ fn named_contexts(given: &[String]) -> anyhow::Result<BTreeMap<String, NamedCont
         contexts.insert(name.to_ascii_lowercase(), context);
     }
     Ok(contexts)
+}
+
+/// `DIR[:TAG|@DIGEST]` of `oci-layout://`: a tag is the text after the last `:` when it
+/// holds no `/`.
+fn split_layout_selector(layout: &str) -> (&str, Option<&str>) {
+    if let Some((dir, digest)) = layout.rsplit_once('@') {
+        return (dir, Some(digest));
+    }
+    match layout.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => (dir, Some(tag)),
+        _ => (layout, None),
+    }
 }
 
 /// The metadata file: BuildKit's keys, plus each step's cache outcome.

@@ -52,6 +52,16 @@ pub enum NamedContext {
     Directory(PathBuf),
     /// An image in the store, by reference or digest (`docker-image://` or a store name).
     Image(String),
+    /// An image in an OCI layout directory (`oci-layout://DIR[:TAG|@DIGEST]`), loaded into
+    /// the store first.
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The tag or digest; `None` when the layout holds one image.
+        selector: Option<String>,
+    },
+    /// The image of a `docker save` tarball (`docker-archive:FILE`), loaded first.
+    DockerArchive(PathBuf),
 }
 
 /// What a finished build made.
@@ -444,15 +454,25 @@ impl<'a> Driver<'a> {
             if bases.contains_key(&reference) {
                 continue;
             }
-            let lookup = match self.request.build_contexts.get(&reference) {
-                Some(NamedContext::Image(target)) => target.clone(),
-                _ => reference.clone(),
+            let lookup = match self.load_named_image(&reference) {
+                Ok(lookup) => lookup,
+                Err(source) => {
+                    return Err(BuildError::Step {
+                        position,
+                        step: format!("FROM {reference}"),
+                        source,
+                    })
+                }
             };
-            let shown =
-                Reference::parse(&lookup).map_or_else(|_| lookup.clone(), |r| r.to_string());
+            let shown = match lookup.starts_with("sha256:") {
+                true => reference.clone(),
+                false => {
+                    Reference::parse(&lookup).map_or_else(|_| lookup.clone(), |r| r.to_string())
+                }
+            };
             let vertex = self.start(format!("[internal] load metadata for {shown}"));
             let started = Instant::now();
-            match crate::solve::step::resolve_image(self.store, &lookup, position) {
+            match crate::solve::step::resolve_image(self.store, &lookup, &shown, position) {
                 Ok(base) => {
                     self.done(vertex, started);
                     bases.insert(reference, base);
@@ -472,6 +492,36 @@ impl<'a> Driver<'a> {
             }
         }
         Ok(bases)
+    }
+
+    /// What to look up in the store for image `reference`: a named context's image (loaded
+    /// into the store first when it comes from a layout or an archive), else `reference`.
+    fn load_named_image(&self, reference: &str) -> Result<String, StepError> {
+        let loaded = match self.request.build_contexts.get(reference) {
+            Some(NamedContext::Image(target)) => return Ok(target.clone()),
+            Some(NamedContext::OciLayout { dir, selector }) => {
+                let vertex = self.start(format!(
+                    "[internal] load {reference} from {}",
+                    dir.display()
+                ));
+                let started = Instant::now();
+                let loaded = crate::load::import_oci_layout(self.store, dir, selector.as_deref());
+                self.done(vertex, started);
+                loaded?
+            }
+            Some(NamedContext::DockerArchive(file)) => {
+                let vertex = self.start(format!(
+                    "[internal] load {reference} from {}",
+                    file.display()
+                ));
+                let started = Instant::now();
+                let loaded = crate::load::import_archive(self.store, file, None);
+                self.done(vertex, started);
+                loaded?
+            }
+            Some(NamedContext::Directory(_)) | None => return Ok(reference.to_string()),
+        };
+        Ok(loaded.to_string())
     }
 
     /// Runs every stage of `graph` on its own thread, each as soon as its dependencies are

@@ -70,6 +70,9 @@ pub enum StepError {
         #[source]
         source: crate::syntax::ParseError,
     },
+    /// A named context's image could not be loaded.
+    #[error("cannot load the named context's image")]
+    Load(#[from] crate::load::LoadError),
     /// A config instruction is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -1013,6 +1016,7 @@ fn base_layers(manifest: &Manifest, config: &ImageConfig) -> Vec<LayerBlob> {
 pub(crate) fn resolve_image(
     store: &Store,
     reference: &str,
+    shown: &str,
     position: crate::syntax::Position,
 ) -> Result<ResolvedBase, StepError> {
     let resolved = store
@@ -1041,7 +1045,7 @@ pub(crate) fn resolve_image(
         config,
         name: resolved
             .name
-            .map_or_else(|| reference.to_string(), |name| name.to_string()),
+            .map_or_else(|| shown.to_string(), |name| name.to_string()),
         position,
     })
 }
