@@ -12,6 +12,7 @@
 //! directory is entered only when an exception pattern could re-include something inside.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -206,7 +207,7 @@ pub fn walk_with(root: &Path, filter: &ContextFilter) -> Result<Context> {
     let shared = Shared {
         root,
         filter,
-        found: Mutex::new(Vec::new()),
+        found: Mutex::new(HashMap::new()),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
@@ -214,12 +215,34 @@ pub fn walk_with(root: &Path, filter: &ContextFilter) -> Result<Context> {
     if let Some(error) = lock(&shared.error).take() {
         return Err(error);
     }
-    let mut found: Vec<Found> = lock(&shared.found).drain(..).flatten().collect();
-    found.sort_unstable_by(|a, b| walk_cmp(&a.entry.path, &b.entry.path));
+    let directories = std::mem::take(&mut *lock(&shared.found));
     Ok(Context {
         root: root.to_path_buf(),
-        entries: prune_pending(found),
+        entries: prune_pending(in_walk_order(directories)),
     })
+}
+
+/// Joins the directories' sorted listings depth first, each directory followed by its
+/// contents: walk order without a global sort (which took a third of a 40,000-entry walk).
+/// The stack holds one listing per directory level, on the heap.
+fn in_walk_order(mut directories: HashMap<String, Vec<Found>>) -> Vec<Found> {
+    let total = directories.values().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut stack = Vec::new();
+    stack.extend(directories.remove("").map(Vec::into_iter));
+    while let Some(listing) = stack.last_mut() {
+        let Some(item) = listing.next() else {
+            stack.pop();
+            continue;
+        };
+        let contents = match item.entry.kind {
+            EntryKind::Dir => directories.remove(item.entry.path.as_str()),
+            _ => None,
+        };
+        out.push(item);
+        stack.extend(contents.map(Vec::into_iter));
+    }
+    out
 }
 
 /// An entry the walk met: kept by the filter, or a directory entered only because something
@@ -251,7 +274,8 @@ fn prune_pending(found: Vec<Found>) -> Vec<Entry> {
 struct Shared<'a> {
     root: &'a Path,
     filter: &'a ContextFilter,
-    found: Mutex<Vec<Vec<Found>>>,
+    /// Each directory read, by relative path, its entries sorted by name.
+    found: Mutex<HashMap<String, Vec<Found>>>,
     error: Mutex<Option<WalkError>>,
     failed: AtomicBool,
 }
@@ -307,7 +331,9 @@ fn read_directory<'s>(
             Err(error) => return shared.fail(error),
         }
     }
-    lock(&shared.found).push(found);
+    // Siblings share the directory prefix, so byte order of paths is byte order of names.
+    found.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    lock(&shared.found).insert(relative, found);
 }
 
 /// Stats and judges one directory entry. Returns `None` for an entry the walk drops, else
@@ -328,14 +354,13 @@ fn judge_entry(
         path.push('/');
     }
     path.push_str(name);
-    // DirEntry::metadata does not follow symlinks on Unix (fstatat with
-    // AT_SYMLINK_NOFOLLOW).
-    let metadata = item.metadata().map_err(|source| WalkError::Io {
+    let io_error = |source| WalkError::Io {
         path: item.path(),
         source,
-    })?;
-    let file_type = metadata.file_type();
-    let is_dir = file_type.is_dir();
+    };
+    // The type from the directory listing (d_type) needs no system call, so excluded
+    // entries are judged without a stat; the stat comes only for what is kept or entered.
+    let is_dir = item.file_type().map_err(io_error)?.is_dir();
     let verdict = shared
         .filter
         .judge(&path, is_dir, matches)
@@ -344,15 +369,18 @@ fn judge_entry(
     if !(verdict.keep || entered) {
         return Ok(None);
     }
+    // DirEntry::metadata does not follow symlinks on Unix (statx with
+    // AT_SYMLINK_NOFOLLOW).
+    let metadata = item.metadata().map_err(io_error)?;
+    let file_type = metadata.file_type();
+    // Trust the stat over the listing if the entry was replaced in between.
+    let is_dir = file_type.is_dir();
     let kind = if is_dir {
         EntryKind::Dir
     } else if file_type.is_file() {
         EntryKind::File
     } else if file_type.is_symlink() {
-        let target = std::fs::read_link(item.path()).map_err(|source| WalkError::Io {
-            path: item.path(),
-            source,
-        })?;
+        let target = std::fs::read_link(item.path()).map_err(io_error)?;
         let target = target
             .into_os_string()
             .into_string()
@@ -373,7 +401,7 @@ fn judge_entry(
         uid: metadata.uid(),
         gid: metadata.gid(),
     };
-    let descend = entered.then_some(verdict.matches);
+    let descend = (entered && is_dir).then_some(verdict.matches);
     Ok(Some((
         Found {
             entry,
