@@ -377,6 +377,19 @@ fn copy_key_moves_with_content_mode_type_and_target_only() {
     with_mode(0o644);
     assert_eq!(key_now(), original, "mode restored, key restored");
 
+    // BuildKit keeps the COPY cached when only a directory's mode changes.
+    let set_dir_mode = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root.join("app"), fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    set_dir_mode(0o700);
+    assert_eq!(
+        key_now(),
+        original,
+        "a directory's mode does not enter the key"
+    );
+    set_dir_mode(0o755);
+
     write(root, "app/main.sh", "echo bye\n");
     assert_ne!(key_now(), original, "content enters the key");
     write(root, "app/main.sh", "echo hi\n");
