@@ -33,7 +33,12 @@
 //!   (`"/nope" not found`).
 //! - `COPY a.txt /filedest/` fails (`not a directory`), `COPY d /filedest` fails
 //!   (`cannot copy to non-directory`), `COPY a.txt /existsym` writes
-//!   `existing/a.txt`, `COPY a.txt /relsym/sub/` creates `existing2/sub/`.
+//!   `existing/a.txt`, `COPY a.txt /relsym/sub/` creates `existing2/sub/`. Below the
+//!   destination nothing is followed: `COPY tree/ /` with a directory `tree/existsym/`
+//!   fails (`cannot copy to non-directory`), and a symlink `existing` in the source onto
+//!   the image's directory fails (`cannot replace to directory ... with file`).
+//! - `COPY d* /wd/` copies the contents of the matched directory `d1` and the matched
+//!   files into `/wd/`; `COPY . /all/` keeps the context's hard links as hard links.
 //! - `COPY ../a.txt /a/b/` and `COPY /a.txt /abs` read `a.txt` from the context root;
 //!   `COPY a.txt rel/` after `WORKDIR /wd` writes `wd/rel/a.txt`; a `""` or `.`
 //!   destination is the working directory.
@@ -47,8 +52,12 @@
 //!   `a.txt.gz` holding no tar is copied) extracts into the destination as a directory
 //!   (`ADD arch.tar /t9` too), keeping the archive's owners, modes (setuid too) and mtimes
 //!   even with `--chown` (which then only owns the created destination dir); the archive's
-//!   `./` entry is skipped, existing dirs are merged. zstd is extracted by newer BuildKit
-//!   (moby's `DecompressStream` learned it), so kiln extracts it.
+//!   `./` entry is skipped, existing dirs are merged, parents missing from the archive are
+//!   made 0755 0:0. zstd is extracted by newer BuildKit (moby's `DecompressStream` learned
+//!   it), so kiln extracts it. Archive paths resolve inside the destination as in a chroot
+//!   (moby's `chrootarchive`; BuildKit's newest `applyRootArchive` the same way). The
+//!   newest BuildKit (2025) also lets `--chown` override the archive's owners; kiln follows
+//!   the dockerd it is compared with.
 //! - `ADD <url> /u1/` saves `/u1/<last path segment>` (`__unnamed__` when the path has
 //!   none), mode 0600, owner 0:0 or `--chown`, mtime from `Last-Modified` or the epoch
 //!   when the server sends none; a downloaded tar is not extracted; `--chmod` is ignored

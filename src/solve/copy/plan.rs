@@ -376,6 +376,7 @@ pub fn plan_copy(
         base: dest,
         entries: BTreeMap::new(),
         modified: BTreeSet::new(),
+        fresh: BTreeSet::new(),
         options,
         exclude: Exclude::new(&options.exclude)?,
         inodes: HashMap::new(),
@@ -436,6 +437,9 @@ struct Plan<'a> {
     entries: BTreeMap<String, LayerEntry>,
     /// Existing directories whose children changed: their mtime becomes `now`.
     modified: BTreeSet<String>,
+    /// Directories this copy made where the image had nothing: the image has nothing
+    /// below them either, so lookups there never reach it.
+    fresh: BTreeSet<String>,
     options: &'a CopyOptions,
     exclude: Exclude,
     /// First layer path of each hard-linked source inode.
@@ -476,7 +480,7 @@ impl Plan<'_> {
         let mut above = parent(path);
         while !above.is_empty() {
             if let Some(entry) = self.entries.get(above) {
-                if entry.kind != EntryKind::Dir {
+                if entry.kind != EntryKind::Dir || self.fresh.contains(above) {
                     return Ok(None);
                 }
             }
@@ -524,14 +528,17 @@ impl Plan<'_> {
     }
 
     fn put(&mut self, entry: LayerEntry) -> Result<(), CopyError> {
-        if entry.kind != EntryKind::Dir {
-            if let Some(existing) = self.lstat(&entry.path)? {
-                if existing.kind == DestKind::Dir {
-                    return Err(CopyError::ReplaceDirectory {
-                        path: shown(&entry.path),
-                    });
-                }
+        let existing = self.lstat(&entry.path)?;
+        match &existing {
+            Some(existing) if existing.kind == DestKind::Dir && entry.kind != EntryKind::Dir => {
+                return Err(CopyError::ReplaceDirectory {
+                    path: shown(&entry.path),
+                })
             }
+            None if entry.kind == EntryKind::Dir => {
+                self.fresh.insert(entry.path.clone());
+            }
+            _ => {}
         }
         self.modified.insert(parent(&entry.path).to_owned());
         self.entries.insert(entry.path.clone(), entry);
@@ -840,6 +847,10 @@ impl Plan<'_> {
                 let below = format!("{}/", entry.path);
                 self.entries
                     .retain(|path, _| path != &entry.path && !path.starts_with(&below));
+                if is_dir {
+                    // A directory made anew: nothing of the image shows through below it.
+                    self.fresh.insert(entry.path.clone());
+                }
             }
             self.modified.insert(parent(&entry.path).to_owned());
             self.entries.insert(entry.path.clone(), entry);

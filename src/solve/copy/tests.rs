@@ -33,6 +33,10 @@ fn context(root: &Path) {
     symlink("a.txt", root.join("link")).unwrap();
     symlink("dir", root.join("dirlink")).unwrap();
     symlink("x", root.join("dir/lx")).unwrap();
+    // Names the image has as a symlink (existsym) and as a directory (existing).
+    fs::create_dir_all(root.join("tree/existsym")).unwrap();
+    fs::create_dir_all(root.join("t2")).unwrap();
+    symlink("x", root.join("t2/existing")).unwrap();
 }
 
 /// The destination image of every case.
@@ -305,6 +309,12 @@ fn copy_errors() {
             "cannot copy to non-directory \"/filedest\"",
         ),
         ("a.txt", "/filedest/sub/", "not a directory"),
+        ("tree/", "/", "cannot copy to non-directory \"/existsym\""),
+        (
+            "t2/",
+            "/",
+            "cannot replace directory \"/existing\" with a file",
+        ),
     ];
     for (source, destination, expected) in cases {
         let error = run(&[source], options(destination))
