@@ -383,8 +383,6 @@ pub fn plan_copy(
     };
     let (dest_path, dir_required) = destination(&options.destination, &options.workdir);
     for source in sources {
-        // Each source is its own fsutil copy: hard links are only kept within one.
-        plan.inodes.clear();
         let matches = match source {
             Prepared::Tree { pattern } if !options.parents => match_sources(tree, pattern)?,
             _ => Vec::new(),
@@ -553,6 +551,8 @@ impl Plan<'_> {
         dest: &str,
         unpack: bool,
     ) -> Result<(), CopyError> {
+        // Each match is its own fsutil copy: hard links are only kept within one.
+        self.inodes.clear();
         let (real, stat) = resolve_source(tree, matched)?;
         let Some(stat) = stat else {
             return Err(CopyError::SourceNotFound {
@@ -608,6 +608,7 @@ impl Plan<'_> {
         word: &str,
         dest: &str,
     ) -> Result<(), CopyError> {
+        self.inodes.clear();
         let spec = parents_source(word);
         let (root, stat) = resolve_source(tree, &spec.root)?;
         check_parents_required(tree, &spec, &root, stat.as_ref())?;

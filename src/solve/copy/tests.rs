@@ -367,3 +367,36 @@ fn symbolic_and_octal_chmod() {
         );
     }
 }
+
+#[test]
+fn hard_links_kept_within_one_copied_tree_only() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    write(src.path(), "h/a", "a", 0o644);
+    fs::hard_link(src.path().join("h/a"), src.path().join("h/b")).unwrap();
+    let tree = HostDir::new(src.path(), false);
+    let dest = HostDir::new(dst.path(), false);
+    let plan = |pattern: &str, destination: &str| {
+        let sources = [Prepared::Tree {
+            pattern: pattern.to_owned(),
+        }];
+        render(&plan_copy(&sources, &options(destination), &tree, &dest).unwrap())
+    };
+    assert_eq!(
+        plan("h", "/o/"),
+        [
+            "o dir 755 0:0 now",
+            "o/a file=a 644 0:0",
+            "o/b hard=o/a 644 0:0"
+        ]
+    );
+    // Each wildcard match is a copy of its own, as in BuildKit's docopy.
+    assert_eq!(
+        plan("h/*", "/w/"),
+        [
+            "w dir 755 0:0 now",
+            "w/a file=a 644 0:0",
+            "w/b file=b 644 0:0"
+        ]
+    );
+}
