@@ -35,8 +35,9 @@
 //! and bytes, size (u64), mtime (i64), ctime (i64), inode (u64), mode (u32), digest (32
 //! bytes), all big-endian. Anything malformed decodes as an empty cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -45,7 +46,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::{CacheError, Result};
-use crate::context::walk::walk_cmp;
+use crate::context::walk::is_below;
 use crate::context::{Context, Entry, EntryKind};
 use crate::digest::Digest;
 
@@ -323,85 +324,74 @@ impl ContentHasher {
         context: &Context,
         paths: &[S],
     ) -> Result<Vec<(String, Digest)>> {
-        let mut selected: Vec<(&str, Option<&Entry>)> = Vec::with_capacity(paths.len());
-        let mut files: Vec<&Entry> = Vec::new();
+        let entries = context.entries();
+        // Which entries' content is needed: a flag per entry keeps the selection sorted and
+        // free of duplicates without sorting paths.
+        let mut wanted = vec![false; entries.len()];
+        let mut selected: Vec<(&str, Option<usize>)> = Vec::with_capacity(paths.len());
         for path in paths {
             let path = path.as_ref();
-            if is_root(path) {
-                selected.push((path, None));
-                files.extend(
-                    context
-                        .entries()
-                        .iter()
-                        .filter(|e| e.kind == EntryKind::File),
-                );
-                continue;
-            }
-            let entry = context.get(path).ok_or_else(|| CacheError::NotInContext {
-                path: path.to_owned(),
-            })?;
-            selected.push((path, Some(entry)));
-            match entry.kind {
-                EntryKind::File => files.push(entry),
-                EntryKind::Dir => files.extend(
-                    context
-                        .under(path)
-                        .iter()
-                        .filter(|e| e.kind == EntryKind::File),
-                ),
-                _ => {}
+            let (index, range) = if is_root(path) {
+                (None, 0..entries.len())
+            } else {
+                let index = context
+                    .index_of(path)
+                    .ok_or_else(|| CacheError::NotInContext {
+                        path: path.to_owned(),
+                    })?;
+                (Some(index), index..context.range_under(path).end)
+            };
+            selected.push((path, index));
+            for at in range {
+                if entries[at].kind == EntryKind::File {
+                    wanted[at] = true;
+                }
             }
         }
-        files.sort_unstable_by(|a, b| walk_cmp(&a.path, &b.path));
-        files.dedup_by(|a, b| a.path == b.path);
+        let files: Vec<usize> = (0..entries.len()).filter(|&at| wanted[at]).collect();
         let contents = self.contents(context, &files)?;
-        let content_of = |entry: &Entry| {
-            contents
-                .binary_search_by(|(path, _)| walk_cmp(path, &entry.path))
-                .ok()
-                .and_then(|index| contents.get(index))
-                .map(|(_, digest)| *digest)
-        };
         Ok(selected
             .into_iter()
-            .map(|(path, entry)| {
-                let digest = match entry {
-                    None => tree_digest(context.entries(), "", &content_of),
-                    Some(entry) => match entry.kind {
-                        EntryKind::File => entry_digest(entry, content_of(entry).as_ref()),
-                        EntryKind::Dir => {
-                            let below = context.under(&entry.path);
-                            let children = tree_digest(below, &entry.path, &content_of);
-                            entry_digest(entry, Some(&children))
+            .map(|(path, index)| {
+                let digest = match index {
+                    None => tree_digest(entries, "", 0..entries.len(), &contents),
+                    Some(at) => {
+                        let entry = &entries[at];
+                        match entry.kind {
+                            EntryKind::File => entry_digest(entry, contents[at].as_ref()),
+                            EntryKind::Dir => {
+                                let below = context.range_under(&entry.path);
+                                let children = tree_digest(entries, &entry.path, below, &contents);
+                                entry_digest(entry, Some(&children))
+                            }
+                            _ => entry_digest(entry, None),
                         }
-                        _ => entry_digest(entry, None),
-                    },
+                    }
                 };
                 (path.to_owned(), digest)
             })
             .collect())
     }
 
-    /// The content SHA-256 of each file, in the order given, from the stat cache or read.
-    fn contents<'e>(
-        &self,
-        context: &Context,
-        files: &[&'e Entry],
-    ) -> Result<Vec<(&'e str, Digest)>> {
-        let results: Vec<(&'e str, Digest, bool)> = {
+    /// The content SHA-256 of the files at positions `files` of the context's entries, from
+    /// the stat cache or read, as a table indexed like the entries.
+    fn contents(&self, context: &Context, files: &[usize]) -> Result<Vec<Option<Digest>>> {
+        let entries = context.entries();
+        let results: Vec<(usize, Digest, bool)> = {
             let cache = self
                 .cache
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             files
                 .par_iter()
-                .map(|entry| match cache.records.get(&entry.path) {
-                    Some(record) if record.matches(entry) => {
-                        Ok((entry.path.as_str(), record.content, false))
+                .map(|&at| {
+                    let entry = &entries[at];
+                    match cache.records.get(&entry.path) {
+                        Some(record) if record.matches(entry) => Ok((at, record.content, false)),
+                        _ => self
+                            .read_content(context, entry)
+                            .map(|digest| (at, digest, true)),
                     }
-                    _ => self
-                        .read_content(context, entry)
-                        .map(|digest| (entry.path.as_str(), digest, true)),
                 })
                 .collect::<Result<_>>()?
         };
@@ -411,27 +401,27 @@ impl ContentHasher {
                 .cache
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (path, content, _) in fresh {
-                if let Some(entry) = context.get(path) {
-                    cache.records.insert(
-                        entry.path.clone(),
-                        StatRecord {
-                            size: entry.size,
-                            mtime_ns: entry.mtime_ns,
-                            ctime_ns: entry.ctime_ns,
-                            ino: entry.ino,
-                            mode: entry.mode,
-                            content: *content,
-                        },
-                    );
-                }
+            for &(at, content, _) in fresh {
+                let entry = &entries[at];
+                cache.records.insert(
+                    entry.path.clone(),
+                    StatRecord {
+                        size: entry.size,
+                        mtime_ns: entry.mtime_ns,
+                        ctime_ns: entry.ctime_ns,
+                        ino: entry.ino,
+                        mode: entry.mode,
+                        content,
+                    },
+                );
             }
             self.changed.store(true, Ordering::Relaxed);
         }
-        Ok(results
-            .into_iter()
-            .map(|(path, digest, _)| (path, digest))
-            .collect())
+        let mut table = vec![None; entries.len()];
+        for (at, digest, _) in results {
+            table[at] = Some(digest);
+        }
+        Ok(table)
     }
 
     /// Reads one regular file and returns the SHA-256 of its bytes.
@@ -470,31 +460,74 @@ fn is_root(path: &str) -> bool {
     path.is_empty() || path == "."
 }
 
-/// The directory digest of directory `dir` (`""` for the root), given `below`: every entry
-/// strictly below it, in walk order. Going backwards visits each directory after its
-/// contents, so children are complete when their directory is reached; no recursion.
+/// The directory digest of directory `dir` (`""` for the root), whose descendants are
+/// `entries[below]` in walk order, with file contents from `contents` (indexed like
+/// `entries`). A stack of open directories (as deep as the tree, on the heap) closes each
+/// directory when the walk leaves it; no recursion, no hashing of paths.
 fn tree_digest(
-    below: &[Entry],
+    entries: &[Entry],
     dir: &str,
-    content_of: &dyn Fn(&Entry) -> Option<Digest>,
+    below: Range<usize>,
+    contents: &[Option<Digest>],
 ) -> Digest {
-    let mut children: HashMap<&str, Vec<(&str, Digest)>> = HashMap::new();
-    for entry in below.iter().rev() {
-        let digest = match entry.kind {
-            EntryKind::Dir => {
-                let mut own = children.remove(entry.path.as_str()).unwrap_or_default();
-                entry_digest(entry, Some(&directory_digest(&mut own)))
-            }
-            EntryKind::File => entry_digest(entry, content_of(entry).as_ref()),
-            _ => entry_digest(entry, None),
-        };
-        let (parent, name) = match entry.path.rfind('/') {
-            Some(slash) => (&entry.path[..slash], &entry.path[slash + 1..]),
-            None => ("", entry.path.as_str()),
-        };
-        children.entry(parent).or_default().push((name, digest));
+    struct Open<'a> {
+        entry: Option<&'a Entry>,
+        path: &'a str,
+        children: Vec<(&'a str, Digest)>,
     }
-    directory_digest(&mut children.remove(dir).unwrap_or_default())
+    fn close(stack: &mut Vec<Open<'_>>) {
+        let Some(mut done) = stack.pop() else {
+            return;
+        };
+        let Some(parent) = stack.last_mut() else {
+            return;
+        };
+        if let Some(entry) = done.entry {
+            let digest = entry_digest(entry, Some(&directory_digest(&mut done.children)));
+            parent.children.push((name_of(done.path), digest));
+        }
+    }
+    let mut stack = vec![Open {
+        entry: None,
+        path: dir,
+        children: Vec::new(),
+    }];
+    for at in below {
+        let Some(entry) = entries.get(at) else {
+            break;
+        };
+        while stack.len() > 1
+            && stack
+                .last()
+                .is_some_and(|open| !is_below(&entry.path, open.path))
+        {
+            close(&mut stack);
+        }
+        match entry.kind {
+            EntryKind::Dir => stack.push(Open {
+                entry: Some(entry),
+                path: &entry.path,
+                children: Vec::new(),
+            }),
+            _ => {
+                let content = contents.get(at).copied().flatten();
+                let digest = entry_digest(entry, content.as_ref());
+                if let Some(open) = stack.last_mut() {
+                    open.children.push((name_of(&entry.path), digest));
+                }
+            }
+        }
+    }
+    while stack.len() > 1 {
+        close(&mut stack);
+    }
+    let mut top = stack.pop().map(|open| open.children).unwrap_or_default();
+    directory_digest(&mut top)
+}
+
+/// The last segment of a path.
+fn name_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -591,7 +624,6 @@ mod tests {
 
     #[test]
     fn tree_digest_covers_nested_and_empty_directories() {
-        let content = |_: &Entry| Some(Digest::of(b"c"));
         let tree = |extra: Option<Entry>| {
             let mut entries = vec![
                 entry("d", EntryKind::Dir, 0o40755, 0),
@@ -600,10 +632,26 @@ mod tests {
             ];
             entries.extend(extra);
             let context = Context::from_entries(PathBuf::from("/"), entries);
-            tree_digest(context.entries(), "", &content)
+            let contents = vec![Some(Digest::of(b"c")); context.len()];
+            tree_digest(context.entries(), "", 0..context.len(), &contents)
         };
         let plain = tree(None);
-        assert_eq!(plain, tree(None));
+        let c = Digest::of(b"c");
+        let file = |path| entry(path, EntryKind::File, 0o100644, 1);
+        let by_hand = directory_digest(&mut [
+            (
+                "d",
+                entry_digest(
+                    &entry("d", EntryKind::Dir, 0o40755, 0),
+                    Some(&directory_digest(&mut [(
+                        "f",
+                        entry_digest(&file("d/f"), Some(&c)),
+                    )])),
+                ),
+            ),
+            ("g", entry_digest(&file("g"), Some(&c))),
+        ]);
+        assert_eq!(plain, by_hand);
         let with_empty = tree(Some(entry("d/e", EntryKind::Dir, 0o40755, 0)));
         assert_ne!(plain, with_empty, "an empty directory counts");
         let other_mode = tree(Some(entry("d/e", EntryKind::Dir, 0o40700, 0)));

@@ -14,6 +14,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -126,29 +127,39 @@ impl Context {
 
     /// The entry at `path` (relative, `/`-separated, cleaned), if the context has it.
     pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.index_of(path)
+            .and_then(|index| self.entries.get(index))
+    }
+
+    /// The position of the entry at `path` in [`Context::entries`].
+    pub fn index_of(&self, path: &str) -> Option<usize> {
         self.entries
             .binary_search_by(|entry| walk_cmp(&entry.path, path))
             .ok()
-            .and_then(|index| self.entries.get(index))
     }
 
     /// The entries strictly below directory `path`, in walk order; `""` or `.` means the
     /// root, giving every entry.
     pub fn under(&self, path: &str) -> &[Entry] {
+        &self.entries[self.range_under(path)]
+    }
+
+    /// The positions in [`Context::entries`] of the entries [`Context::under`] returns:
+    /// in walk order they are contiguous.
+    pub fn range_under(&self, path: &str) -> Range<usize> {
         if path.is_empty() || path == "." {
-            return &self.entries;
+            return 0..self.entries.len();
         }
         let start = self
             .entries
             .partition_point(|entry| walk_cmp(&entry.path, path) != Ordering::Greater);
-        let rest = &self.entries[start..];
-        let below = rest.partition_point(|entry| is_below(&entry.path, path));
-        &rest[..below]
+        let rest = self.entries.get(start..).unwrap_or(&[]);
+        start..start + rest.partition_point(|entry| is_below(&entry.path, path))
     }
 }
 
 /// True if and only if `path` is strictly below directory `dir`.
-fn is_below(path: &str, dir: &str) -> bool {
+pub fn is_below(path: &str, dir: &str) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
