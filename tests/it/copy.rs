@@ -214,12 +214,15 @@ fn add_url_lands_in_the_destination_dir() {
     let scratch = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = fetch_url(&url, None, scratch.path()).unwrap();
+    // dockerd 20.10 ignores --chmod for downloads.
+    let mut options = add_options("/u1/", scratch.path());
+    options.chmod = Some(kiln::syntax::instruction::values::Chmod::Octal(0o755));
     let entries = plan_copy(
         &[Prepared::File {
             file,
             download: true,
         }],
-        &add_options("/u1/", scratch.path()),
+        &options,
         &HostDir::new(scratch.path(), false),
         &HostDir::new(dst.path(), false),
     )
@@ -232,4 +235,66 @@ fn add_url_lands_in_the_destination_dir() {
             ("u1/served.txt".to_string(), 0o600)
         ]
     );
+}
+
+#[test]
+fn heredoc_sources_become_0644_files_named_after_the_delimiter() {
+    use kiln::solve::add::prepare_sources;
+    use kiln::syntax::instruction::CopySource;
+    use kiln::syntax::Heredoc;
+    let scratch = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let now = Timestamp { secs: 5, nanos: 0 };
+    let doc = Heredoc {
+        name: "EOF".into(),
+        content: "\thello\n".into(),
+        expand: true,
+        chomp: true,
+        fd: 0,
+    };
+    let sources = prepare_sources(
+        &[CopySource::Heredoc(doc)],
+        false,
+        None,
+        now,
+        scratch.path(),
+    )
+    .unwrap();
+    let mut options = add_options("/etc/", scratch.path());
+    options.add = false;
+    let entries = plan_copy(
+        &sources,
+        &options,
+        &HostDir::new(scratch.path(), false),
+        &HostDir::new(dst.path(), false),
+    )
+    .unwrap();
+    let file = entries.last().unwrap();
+    assert_eq!(
+        (file.path.as_str(), file.mode, file.mtime),
+        ("etc/EOF", 0o644, now)
+    );
+    let EntryKind::File { source } = &file.kind else {
+        panic!("not a file")
+    };
+    assert_eq!(std::fs::read(source).unwrap(), b"hello\n");
+    // COPY refuses URLs and --checksum; git sources are not supported yet.
+    let url = CopySource::Path {
+        path: "https://example.com/a".into(),
+    };
+    assert!(matches!(
+        prepare_sources(&[url.clone()], false, None, now, scratch.path()),
+        Err(CopyError::UrlInCopy { .. })
+    ));
+    assert!(matches!(
+        prepare_sources(&[url], false, Some("sha256:00"), now, scratch.path()),
+        Err(CopyError::ChecksumMisuse { .. })
+    ));
+    let git = CopySource::Path {
+        path: "https://github.com/o/r.git".into(),
+    };
+    assert!(matches!(
+        prepare_sources(&[git], true, None, now, scratch.path()),
+        Err(CopyError::GitUnsupported { .. })
+    ));
 }

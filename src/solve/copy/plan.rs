@@ -377,6 +377,7 @@ pub fn plan_copy(
         entries: BTreeMap::new(),
         modified: BTreeSet::new(),
         fresh: BTreeSet::new(),
+        skip_chmod: false,
         options,
         exclude: Exclude::new(&options.exclude)?,
         inodes: HashMap::new(),
@@ -408,7 +409,10 @@ pub fn plan_copy(
             }
             Prepared::File { file, download } => {
                 let unpack = *download && options.unpack == Some(true);
+                // dockerd 20.10 leaves downloads at 0600 whatever --chmod says.
+                plan.skip_chmod = *download;
                 plan.copy_one(file, &file.name.clone(), &dest_path, unpack)?;
+                plan.skip_chmod = false;
             }
         }
     }
@@ -438,6 +442,8 @@ struct Plan<'a> {
     /// Directories this copy made where the image had nothing: the image has nothing
     /// below them either, so lookups there never reach it.
     fresh: BTreeSet<String>,
+    /// True while copying a download, which `--chmod` does not touch.
+    skip_chmod: bool,
     options: &'a CopyOptions,
     exclude: Exclude,
     /// First layer path of each hard-linked source inode.
@@ -753,7 +759,9 @@ impl Plan<'_> {
         let owner = self.owner(stat);
         let is_dir = stat.kind == SourceKind::Dir;
         let mode = match (&self.options.chmod, &stat.kind) {
-            (Some(chmod), kind) if !matches!(kind, SourceKind::Symlink { .. }) => {
+            (Some(chmod), kind)
+                if !self.skip_chmod && !matches!(kind, SourceKind::Symlink { .. }) =>
+            {
                 apply_chmod(chmod, stat.mode, is_dir)?
             }
             _ => stat.mode,
