@@ -174,6 +174,7 @@ impl Snapshot {
         self.ensure_parents(rel, true)?;
         self.clear(rel, false)?;
         let host = self.host(rel);
+        let is_link = matches!(node, Special::Symlink(_));
         let made = match node {
             Special::Symlink(target) => {
                 std::os::unix::fs::symlink(target, &host).map_err(fs_err("create", &host))?;
@@ -188,7 +189,7 @@ impl Snapshot {
             }
         };
         if made {
-            self.set_meta(&host, meta, false)?;
+            self.set_meta(&host, meta, is_link)?;
         }
         Ok(())
     }
@@ -256,16 +257,13 @@ impl Snapshot {
             .map_err(|e| errno("mark opaque", &host, e))
     }
 
-    /// Applies owner (when permitted), mode (not for symlinks), xattrs (when permitted) and
+    /// Applies owner (when permitted), mode (unless `is_link`), xattrs (when permitted) and
     /// mtime to the non-directory `host`.
-    pub fn set_meta(&self, host: &Path, meta: &Meta, keep_mode: bool) -> Result<()> {
+    pub fn set_meta(&self, host: &Path, meta: &Meta, is_link: bool) -> Result<()> {
         self.owner_and_xattrs(host, meta)?;
-        let is_link = std::fs::symlink_metadata(host)
-            .map_err(fs_err("inspect", host))?
-            .file_type()
-            .is_symlink();
-        // chown clears set-id bits, so the mode goes on after the owner.
-        if !is_link && !keep_mode {
+        // chown clears set-id bits, so the mode goes on after the owner; Linux has no mode
+        // for symlinks.
+        if !is_link {
             rustix::fs::chmod(host, Mode::from_raw_mode(meta.mode & 0o7777))
                 .map_err(|e| errno("set the mode of", host, e))?;
         }

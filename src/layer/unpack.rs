@@ -61,7 +61,8 @@ pub fn unpack(layer: impl Read, snapshot: &Path) -> Result<UnpackSummary> {
         hasher: Sha256::new(),
         count: 0,
     };
-    let mut archive = tar::Archive::new(reader);
+    // Buffer above the hasher so it hashes large chunks rather than tar's 512-byte reads.
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, reader));
     let mut entries = 0u64;
     for item in archive.entries().map_err(LayerError::Read)? {
         let mut entry = item.map_err(LayerError::Read)?;
@@ -69,7 +70,8 @@ pub fn unpack(layer: impl Read, snapshot: &Path) -> Result<UnpackSummary> {
             entries += 1;
         }
     }
-    let mut reader = archive.into_inner();
+    // Bytes still in the buffer were hashed when they were read.
+    let mut reader = archive.into_inner().into_inner();
     // The diff_id covers the whole stream, padding after the end blocks included.
     io::copy(&mut reader, &mut io::sink()).map_err(LayerError::Read)?;
     let skipped = snap.finish()?;

@@ -80,7 +80,8 @@ pub fn write_layer(
     check_structure(&entries)?;
 
     let mut snap = snapshot.map(Snapshot::open).transpose()?;
-    let mut tar = DigestWriter::new(out);
+    // Headers are small writes; buffer them (after hashing, so the digest is unaffected).
+    let mut tar = DigestWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
     let mut buffer = vec![0u8; COPY_BUFFER];
     for entry in &entries {
         write_entry(&mut tar, entry, snap.as_mut(), &mut buffer)?;
