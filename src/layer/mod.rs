@@ -70,7 +70,9 @@ pub enum EntryKind {
         /// The link text, stored as is.
         target: String,
     },
-    /// A hard link to an entry written earlier in the same layer.
+    /// A hard link to another non-directory entry of the same layer. When the link sorts
+    /// before the `File` it names, the writer gives the content to the link's name and makes
+    /// the file's name the link, as a tar of a real tree would.
     Hardlink {
         /// The layer path of the entry it links to.
         target: String,

@@ -465,3 +465,48 @@ impl RootfsView {
             .map_err(fs_err("read", &node.host))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn lookup_resolves_like_a_chroot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/sh"), b"sh").unwrap();
+        symlink("usr/bin", root.join("bin")).unwrap();
+        symlink("/usr/bin/sh", root.join("usr/bin/abs")).unwrap();
+        symlink("../../../../usr", root.join("usr/bin/up")).unwrap();
+        symlink("missing", root.join("dangling")).unwrap();
+        symlink("self", root.join("self")).unwrap();
+        let view = RootfsView::new(vec![root.to_path_buf()]);
+        let cases: &[(&str, Follow, Option<&str>)] = &[
+            ("/", Follow::All, Some("/")),
+            ("", Follow::All, Some("/")),
+            ("/bin/sh", Follow::All, Some("/usr/bin/sh")),
+            ("bin/sh", Follow::NotLast, Some("/usr/bin/sh")),
+            ("/bin", Follow::NotLast, Some("/bin")),
+            ("/bin", Follow::All, Some("/usr/bin")),
+            ("/bin/abs", Follow::All, Some("/usr/bin/sh")),
+            ("/bin/abs", Follow::NotLast, Some("/usr/bin/abs")),
+            ("/bin/up/bin/sh", Follow::All, Some("/usr/bin/sh")),
+            ("/../../usr/./bin//sh", Follow::All, Some("/usr/bin/sh")),
+            ("/usr/bin/sh/x", Follow::All, None),
+            ("/dangling", Follow::All, None),
+            ("/dangling", Follow::NotLast, Some("/dangling")),
+            ("/nothing", Follow::All, None),
+            ("/self", Follow::NotLast, Some("/self")),
+        ];
+        for (path, follow, want) in cases {
+            let got = view.lookup(path, *follow).unwrap().map(|f| f.path);
+            assert_eq!(got.as_deref(), *want, "{path:?} {follow:?}");
+        }
+        assert!(matches!(
+            view.lookup("/self", Follow::All),
+            Err(LayerError::SymlinkLoop { .. })
+        ));
+    }
+}
