@@ -266,7 +266,7 @@ pub fn select_sources(
             let spec = parents_source(pattern);
             let (root, stat) = resolve_source(tree, &spec.root)?;
             check_parents_required(tree, &spec, &root, stat.as_ref())?;
-            list_tree(tree, &root, "", &exclude, Some(&spec.pattern), &mut out)?;
+            list_tree(tree, &root, &exclude, Some(&spec.pattern), &mut out)?;
             continue;
         }
         let matches = match_sources(tree, pattern)?;
@@ -278,7 +278,7 @@ pub fn select_sources(
                 });
             };
             if stat.kind == SourceKind::Dir {
-                list_tree(tree, &real, "", &exclude, None, &mut out)?;
+                list_tree(tree, &real, &exclude, None, &mut out)?;
             } else {
                 out.push(selected(tree, real, stat));
             }
@@ -322,35 +322,53 @@ fn check_parents_required(
 fn list_tree(
     tree: &dyn SourceTree,
     dir: &str,
-    rel: &str,
     exclude: &Exclude,
     include: Option<&str>,
     out: &mut Vec<SelectedSource>,
 ) -> Result<(), CopyError> {
-    for name in tree.children(dir)? {
-        let path = join2(dir, &name);
-        let child_rel = join2(rel, &name);
+    let pattern = include.unwrap_or_default();
+    let mut stack = vec![Frame {
+        dir: dir.to_owned(),
+        rel: String::new(),
+        target: String::new(),
+        including: include.is_some(),
+        names: tree.children(dir)?.into_iter(),
+    }];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = join2(&frame.dir, &name);
+        let child_rel = join2(&frame.rel, &name);
         let Some(stat) = tree.stat(&path)? else {
             continue;
         };
         let is_dir = stat.kind == SourceKind::Dir;
-        let mut include_below = include;
-        if let Some(pattern) = include {
+        let mut including = frame.including;
+        if including {
             match include_match(pattern, &child_rel) {
                 Include::No => continue,
                 Include::Partial if !is_dir => continue,
                 Include::Partial => {}
-                Include::Full => include_below = None,
+                Include::Full => including = false,
             }
         }
         if exclude.excludes(&child_rel, is_dir)? {
             continue;
         }
         if is_dir {
-            if include_below.is_none() {
+            if !including {
                 out.push(selected(tree, path.clone(), stat));
             }
-            list_tree(tree, &path, &child_rel, exclude, include_below, out)?;
+            let names = tree.children(&path)?.into_iter();
+            stack.push(Frame {
+                dir: path,
+                rel: child_rel,
+                target: String::new(),
+                including,
+                names,
+            });
         } else {
             out.push(selected(tree, path, stat));
         }
@@ -432,6 +450,16 @@ fn destination(destination: &str, workdir: &str) -> (String, bool) {
         format!("{workdir}/{destination}")
     };
     (join(&components(&full)), dir_required)
+}
+
+/// One source directory being copied: where it is, where it goes, the names left.
+struct Frame {
+    dir: String,
+    rel: String,
+    target: String,
+    /// True while no directory above matched the `--parents` pattern fully.
+    including: bool,
+    names: std::vec::IntoIter<String>,
 }
 
 struct Plan<'a> {
@@ -603,7 +631,7 @@ impl Plan<'_> {
             dest_real
         };
         self.mkdir_all(parent(&target))?;
-        self.copy_entry(tree, &real, "", &target, stat, false)
+        self.place(tree, &real, &target, stat, false).map(|_| ())
     }
 
     /// `--parents`: copies what the include pattern selects below the source root,
@@ -622,6 +650,9 @@ impl Plan<'_> {
         self.copy_children(tree, &root, "", &dest_real, Some(&spec.pattern))
     }
 
+    /// Copies the contents of source directory `dir` to `target`, depth first with an
+    /// explicit stack (no recursion, however deep the tree). With `include` (`--parents`),
+    /// directories that only lead to a match are entered without being made.
     fn copy_children(
         &mut self,
         tree: &dyn SourceTree,
@@ -630,16 +661,27 @@ impl Plan<'_> {
         target: &str,
         include: Option<&str>,
     ) -> Result<(), CopyError> {
-        for name in tree.children(dir)? {
-            let path = join2(dir, &name);
-            let child_rel = join2(rel, &name);
-            let child_target = join2(target, &name);
+        let pattern = include.unwrap_or_default();
+        let mut stack = vec![Frame {
+            dir: dir.to_owned(),
+            rel: rel.to_owned(),
+            target: target.to_owned(),
+            including: include.is_some(),
+            names: tree.children(dir)?.into_iter(),
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let Some(name) = frame.names.next() else {
+                stack.pop();
+                continue;
+            };
+            let path = join2(&frame.dir, &name);
+            let child_rel = join2(&frame.rel, &name);
+            let child_target = join2(&frame.target, &name);
             let Some(stat) = tree.stat(&path)? else {
                 continue;
             };
             let is_dir = stat.kind == SourceKind::Dir;
-            let mut include_below = include;
-            if let Some(pattern) = include {
+            if frame.including {
                 match include_match(pattern, &child_rel) {
                     Include::No => continue,
                     Include::Partial if !is_dir => continue,
@@ -649,17 +691,35 @@ impl Plan<'_> {
                         if self.exclude.excludes(&child_rel, true)? {
                             continue;
                         }
-                        self.copy_children(tree, &path, &child_rel, &child_target, include)?;
+                        let names = tree.children(&path)?.into_iter();
+                        stack.push(Frame {
+                            dir: path,
+                            rel: child_rel,
+                            target: child_target,
+                            including: true,
+                            names,
+                        });
                         continue;
                     }
                     Include::Full => {
-                        include_below = None;
-                        self.make_source_parents(tree, dir, rel, target)?;
+                        let (dir, rel, target) =
+                            (frame.dir.clone(), frame.rel.clone(), frame.target.clone());
+                        self.make_source_parents(tree, &dir, &rel, &target)?;
                     }
                 }
             }
-            if include_below.is_none() {
-                self.copy_entry_below(tree, &path, &child_rel, &child_target, stat)?;
+            if self.exclude.excludes(&child_rel, is_dir)? {
+                continue;
+            }
+            if self.place(tree, &path, &child_target, stat, true)? {
+                let names = tree.children(&path)?.into_iter();
+                stack.push(Frame {
+                    dir: path,
+                    rel: child_rel,
+                    target: child_target,
+                    including: false,
+                    names,
+                });
             }
         }
         Ok(())
@@ -693,32 +753,17 @@ impl Plan<'_> {
         Ok(())
     }
 
-    fn copy_entry_below(
+    /// fsutil `copy` for one entry, without a directory's contents: directories are merged
+    /// (their metadata overwritten when `overwrite`), anything else replaces what is there.
+    /// Returns true when `path` is a directory whose contents are to be copied next.
+    fn place(
         &mut self,
         tree: &dyn SourceTree,
         path: &str,
-        rel: &str,
-        target: &str,
-        stat: SourceStat,
-    ) -> Result<(), CopyError> {
-        let is_dir = stat.kind == SourceKind::Dir;
-        if self.exclude.excludes(rel, is_dir)? {
-            return Ok(());
-        }
-        self.copy_entry(tree, path, rel, target, stat, true)
-    }
-
-    /// fsutil `copy` for one entry: directories are merged (their metadata overwritten when
-    /// `overwrite`), anything else replaces what is there.
-    fn copy_entry(
-        &mut self,
-        tree: &dyn SourceTree,
-        path: &str,
-        rel: &str,
         target: &str,
         stat: SourceStat,
         overwrite: bool,
-    ) -> Result<(), CopyError> {
+    ) -> Result<bool, CopyError> {
         match stat.kind {
             SourceKind::Dir => {
                 match self.lstat(target)? {
@@ -737,13 +782,14 @@ impl Plan<'_> {
                     }
                     Some(_) => {}
                 }
-                self.copy_children(tree, path, rel, target, None)
+                Ok(true)
             }
-            SourceKind::Skip => Ok(()),
+            SourceKind::Skip => Ok(false),
             SourceKind::Fifo => Err(CopyError::Unsupported { path: shown(path) }),
             _ => {
                 let entry = self.entry_for(tree, path, target, &stat)?;
-                self.put(entry)
+                self.put(entry)?;
+                Ok(false)
             }
         }
     }
