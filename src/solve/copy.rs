@@ -285,6 +285,14 @@ pub trait SourceTree {
     fn children(&self, path: &str) -> Result<Vec<String>, CopyError>;
     /// The host file holding the content of regular file `path`.
     fn host_path(&self, path: &str) -> PathBuf;
+    /// The extended attributes of `path` (not following a final symlink), sorted by name;
+    /// none by default.
+    ///
+    /// # Errors
+    /// When the tree cannot be read.
+    fn xattrs(&self, _path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What an entry of the destination is.

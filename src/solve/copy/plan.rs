@@ -843,6 +843,10 @@ impl Plan<'_> {
             },
             SourceKind::Fifo | SourceKind::Skip => EntryKind::Fifo,
         };
+        let xattrs = match kind {
+            EntryKind::Hardlink { .. } => Vec::new(),
+            _ => tree.xattrs(path)?,
+        };
         Ok(LayerEntry {
             path: target.to_owned(),
             kind,
@@ -850,7 +854,7 @@ impl Plan<'_> {
             uid: owner.uid,
             gid: owner.gid,
             mtime: stat.mtime,
-            xattrs: Vec::new(),
+            xattrs,
         })
     }
 

@@ -400,3 +400,32 @@ fn hard_links_kept_within_one_copied_tree_only() {
         ]
     );
 }
+
+#[test]
+fn xattrs_are_copied_but_overlay_markers_are_not() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    write(src.path(), "cap", "c", 0o755);
+    let file = src.path().join("cap");
+    let set = |name: &str, value: &[u8]| {
+        rustix::fs::lsetxattr(&file, name, value, rustix::fs::XattrFlags::empty())
+    };
+    if let Err(error) = set("user.kiln", b"v") {
+        // The temp file system has no user xattrs: nothing to compare.
+        assert_eq!(error, rustix::io::Errno::NOTSUP);
+        return;
+    }
+    set("user.overlay.opaque", b"y").unwrap();
+    let sources = [Prepared::Tree {
+        pattern: "cap".to_owned(),
+    }];
+    let tree = HostDir::new(src.path(), false);
+    let entries = plan_copy(
+        &sources,
+        &options("/x"),
+        &tree,
+        &HostDir::new(dst.path(), false),
+    )
+    .unwrap();
+    assert_eq!(entries[0].xattrs, [("user.kiln".to_owned(), b"v".to_vec())]);
+}

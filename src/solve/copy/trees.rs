@@ -19,6 +19,63 @@ pub(crate) fn from_nanos(nanos: i64) -> Timestamp {
     }
 }
 
+/// The extended attributes of the host file `path`, not following a symlink, sorted by name.
+/// The overlay's own markers and SELinux labels are left out: they describe the host or the
+/// snapshot, not the file (fsutil copies every other attribute).
+pub(crate) fn host_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+    use rustix::io::Errno;
+    let unsupported = |error: Errno| matches!(error, Errno::NOTSUP | Errno::NODATA | Errno::NOENT);
+    let size = match rustix::fs::llistxattr(path, &mut []) {
+        Ok(size) => size,
+        Err(error) if unsupported(error) => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(path, error.into())),
+    };
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names = vec![0u8; size];
+    let size =
+        rustix::fs::llistxattr(path, &mut names).map_err(|error| io_error(path, error.into()))?;
+    names.truncate(size);
+    let mut out = Vec::new();
+    for name in names
+        .split(|&byte| byte == 0)
+        .filter(|name| !name.is_empty())
+    {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if name.starts_with("trusted.overlay.")
+            || name.starts_with("user.overlay.")
+            || name == "security.selinux"
+        {
+            continue;
+        }
+        let mut value = Vec::new();
+        loop {
+            let len = match rustix::fs::lgetxattr(path, name, &mut []) {
+                Ok(len) => len,
+                Err(error) if unsupported(error) => break,
+                Err(error) => return Err(io_error(path, error.into())),
+            };
+            value.resize(len, 0);
+            match rustix::fs::lgetxattr(path, name, &mut value) {
+                Ok(read) => {
+                    value.truncate(read);
+                    out.push((name.to_owned(), std::mem::take(&mut value)));
+                    break;
+                }
+                // The value grew in between: ask its size again.
+                Err(Errno::RANGE) => continue,
+                Err(error) if unsupported(error) => break,
+                Err(error) => return Err(io_error(path, error.into())),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn io_error(path: &Path, source: io::Error) -> CopyError {
     CopyError::Io {
         path: path.to_path_buf(),
@@ -82,6 +139,10 @@ impl SourceTree for Context {
 
     fn host_path(&self, path: &str) -> PathBuf {
         self.root().join(path)
+    }
+
+    fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+        host_xattrs(&self.host_path(path))
     }
 }
 
@@ -190,6 +251,10 @@ impl SourceTree for HostDir {
 
     fn host_path(&self, path: &str) -> PathBuf {
         self.full(path)
+    }
+
+    fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+        host_xattrs(&self.full(path))
     }
 }
 
@@ -317,6 +382,13 @@ impl SourceTree for RootfsView {
         match view_lstat(self, path) {
             Ok(Some(found)) => found.host_path,
             _ => PathBuf::from(path),
+        }
+    }
+
+    fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+        match view_lstat(self, path)? {
+            Some(found) => host_xattrs(&found.host_path),
+            None => Ok(Vec::new()),
         }
     }
 }
