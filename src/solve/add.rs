@@ -171,8 +171,12 @@ pub fn extract_archive(
         if let Ok(Some(extensions)) = entry.pax_extensions() {
             for extension in extensions.flatten() {
                 if let Ok(key) = extension.key() {
-                    if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
-                        xattrs.push((attr.to_owned(), extension.value_bytes().to_vec()));
+                    // dockerd's layers keep only file capabilities (see copy's module doc).
+                    if key == "SCHILY.xattr.security.capability" {
+                        xattrs.push((
+                            "security.capability".to_owned(),
+                            extension.value_bytes().to_vec(),
+                        ));
                     }
                 }
             }

@@ -69,6 +69,10 @@
 //!   `--exclude` patterns are Docker patterns matched against paths below each source;
 //!   `--unpack` forces (or stops) archive extraction, for URLs too.
 //!
+//! - Extended attributes: a file with `user.kiln` and `security.capability` keeps only the
+//!   capability when ADDed from a tar (`tar --xattrs`) and when copied on with
+//!   `COPY --from=<stage>`; copied from the context it keeps neither.
+//!
 //! Directory mtimes differ in one place: BuildKit's context transfer rewrites the mtime of
 //! every non-empty directory of the context to the transfer time; kiln keeps the source
 //! mtime, which is what BuildKit's copier itself does.
@@ -285,8 +289,8 @@ pub trait SourceTree {
     fn children(&self, path: &str) -> Result<Vec<String>, CopyError>;
     /// The host file holding the content of regular file `path`.
     fn host_path(&self, path: &str) -> PathBuf;
-    /// The extended attributes of `path` (not following a final symlink), sorted by name;
-    /// none by default.
+    /// The extended attributes of `path` a layer keeps (not following a final symlink),
+    /// sorted by name; none by default, as for the build context.
     ///
     /// # Errors
     /// When the tree cannot be read.

@@ -402,30 +402,39 @@ fn hard_links_kept_within_one_copied_tree_only() {
 }
 
 #[test]
-fn xattrs_are_copied_but_overlay_markers_are_not() {
+fn only_file_capabilities_survive_and_only_from_stages() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     write(src.path(), "cap", "c", 0o755);
     let file = src.path().join("cap");
+    // VFS_CAP_REVISION_2 with the effective flag, CAP_NET_RAW permitted.
+    let capability: Vec<u8> = [0x0200_0001u32, 1 << 13, 0, 0, 0]
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
     let set = |name: &str, value: &[u8]| {
         rustix::fs::lsetxattr(&file, name, value, rustix::fs::XattrFlags::empty())
     };
-    if let Err(error) = set("user.kiln", b"v") {
-        // The temp file system has no user xattrs: nothing to compare.
-        assert_eq!(error, rustix::io::Errno::NOTSUP);
+    if let Err(error) = set("security.capability", &capability) {
+        // Not root, or no xattrs here: nothing to compare.
+        assert!(matches!(
+            error,
+            rustix::io::Errno::PERM | rustix::io::Errno::NOTSUP
+        ));
         return;
     }
-    set("user.overlay.opaque", b"y").unwrap();
+    set("user.kiln", b"v").unwrap();
     let sources = [Prepared::Tree {
         pattern: "cap".to_owned(),
     }];
-    let tree = HostDir::new(src.path(), false);
-    let entries = plan_copy(
-        &sources,
-        &options("/x"),
-        &tree,
-        &HostDir::new(dst.path(), false),
-    )
-    .unwrap();
-    assert_eq!(entries[0].xattrs, [("user.kiln".to_owned(), b"v".to_vec())]);
+    let dest = HostDir::new(dst.path(), false);
+    let stage = HostDir::new(src.path(), true);
+    let entries = plan_copy(&sources, &options("/x"), &stage, &dest).unwrap();
+    assert_eq!(
+        entries[0].xattrs,
+        [("security.capability".to_owned(), capability)]
+    );
+    let context = HostDir::new(src.path(), false);
+    let entries = plan_copy(&sources, &options("/x"), &context, &dest).unwrap();
+    assert!(entries[0].xattrs.is_empty());
 }

@@ -19,9 +19,11 @@ pub(crate) fn from_nanos(nanos: i64) -> Timestamp {
     }
 }
 
-/// The extended attributes of the host file `path`, not following a symlink, sorted by name.
-/// The overlay's own markers and SELinux labels are left out: they describe the host or the
-/// snapshot, not the file (fsutil copies every other attribute).
+/// The extended attributes of the host file `path` that a layer keeps, not following a
+/// symlink: only `security.capability`, the one attribute dockerd's layer tar writer
+/// records (checked: a file with `user.kiln` and `security.capability` keeps only the
+/// capability when ADDed from a tar and when copied on from that stage; from the context it
+/// keeps neither, as the context transfer drops attributes).
 pub(crate) fn host_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
     use rustix::io::Errno;
     let unsupported = |error: Errno| matches!(error, Errno::NOTSUP | Errno::NODATA | Errno::NOENT);
@@ -45,10 +47,7 @@ pub(crate) fn host_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, CopyErr
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
         };
-        if name.starts_with("trusted.overlay.")
-            || name.starts_with("user.overlay.")
-            || name == "security.selinux"
-        {
+        if name != "security.capability" {
             continue;
         }
         let mut value = Vec::new();
@@ -139,10 +138,6 @@ impl SourceTree for Context {
 
     fn host_path(&self, path: &str) -> PathBuf {
         self.root().join(path)
-    }
-
-    fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
-        host_xattrs(&self.host_path(path))
     }
 }
 
@@ -254,7 +249,11 @@ impl SourceTree for HostDir {
     }
 
     fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
-        host_xattrs(&self.full(path))
+        // A context-like tree loses its attributes in transfer, as owners.
+        match self.keep_owners {
+            true => host_xattrs(&self.full(path)),
+            false => Ok(Vec::new()),
+        }
     }
 }
 
