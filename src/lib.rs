@@ -37,10 +37,10 @@ pub mod layer;
 /// Images from OCI layouts and `docker save` archives into the store.
 pub mod load;
 
-/// The build engine: runs the graph against the store and the cache.
-pub mod solve;
 /// The image config and manifest documents.
 pub mod image;
+/// The build engine: runs the graph against the store and the cache.
+pub mod solve;
 
 /// Shows build events: BuildKit's plain lines, JSON, or a terminal view.
 pub mod progress;

@@ -221,14 +221,13 @@ pub fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let text = format!("{value:.4}");
-    // Four significant digits, then drop trailing zeros the way Go's %.4g does.
-    let digits_before_point = text.find('.').unwrap_or(text.len());
-    let keep = match digits_before_point >= 4 {
-        true => digits_before_point,
-        false => 5,
+    // Go's %.4g: four significant digits, trailing zeros dropped.
+    let int_digits = match value < 1.0 {
+        true => 1,
+        false => value.log10().floor() as usize + 1,
     };
-    let mut short: String = text.chars().take(keep).collect();
+    let decimals = 4usize.saturating_sub(int_digits);
+    let mut short = format!("{value:.decimals$}");
     if short.contains('.') {
         while short.ends_with('0') {
             short.pop();

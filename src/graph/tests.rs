@@ -24,6 +24,7 @@ fn options(args: &[(&str, &str)], target: Option<&str>) -> BuildOptions {
         build_platform: Platform::new("linux", "amd64", ""),
         target_platform: Platform::new("linux", "amd64", ""),
         base_env: BTreeMap::new(),
+        base_onbuild: BTreeMap::new(),
     }
 }
 

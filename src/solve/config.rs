@@ -5,7 +5,8 @@
 //! and its `history` entry. Pure: no file system. Facts it follows:
 //! - a stage on `scratch` starts with `Env = [PATH=<default>]` and `WorkingDir = "/"`;
 //! - ENTRYPOINT clears a `Cmd` that was not set by this stage; shell-form CMD/ENTRYPOINT are
-//!   wrapped in SHELL (default `/bin/sh -c`) and set `ArgsEscaped`, which nothing resets;
+//!   wrapped in SHELL (default `/bin/sh -c`); any CMD and a shell-form ENTRYPOINT set
+//!   `ArgsEscaped`, which nothing resets;
 //! - EXPOSE lower-cases protocols and expands ranges (`8000-8001/TCP` → two tcp ports);
 //! - ARG's history shows the declared default, never a `--build-arg` value; ONBUILD writes no
 //!   history entry; every other config instruction writes one marked `empty_layer`;
@@ -154,6 +155,8 @@ pub fn apply(
         Command::Cmd(line) => {
             let shell = runtime.shell.clone().unwrap_or_else(default_shell);
             let cmd = with_shell(line, &shell, &mut runtime.args_escaped);
+            // BuildKit (dockerd 20.10) marks every CMD, exec form included.
+            runtime.args_escaped = true;
             let text = format!("CMD {}", go_quoted_list(&cmd));
             runtime.cmd = Some(cmd);
             state.cmd_set = true;

@@ -16,7 +16,7 @@ use crate::graph::{self, Base, BuildGraph, BuildOptions, GraphError, Stage};
 use crate::image::{Descriptor, ImageConfig, Manifest};
 use crate::solve::events::{Event, Reporter, VertexId};
 use crate::solve::export;
-use crate::solve::step::{StageRun, StageState, StepError, StoreStatCache};
+use crate::solve::step::{Claim, Slot, StageRun, StageState, StepError, StoreStatCache};
 use crate::store::{Reference, Store, StoreError};
 use crate::syntax::{self, Command, ParseError, Position};
 
@@ -119,7 +119,7 @@ pub enum BuildError {
         step: String,
         /// What went wrong.
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
     /// The build context could not be read.
     #[error("cannot read the build context")]
@@ -176,7 +176,7 @@ pub fn build(
             let parsed = parse_triggers(triggers).map_err(|source| BuildError::Step {
                 position: base.position,
                 step: format!("FROM {reference}"),
-                source,
+                source: Box::new(source),
             })?;
             options.base_onbuild.insert(reference.clone(), parsed);
         }
@@ -218,7 +218,7 @@ fn parse_triggers(triggers: &[String]) -> Result<Vec<crate::syntax::Instruction>
     let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
     let parsed = syntax::parse(text.as_bytes()).map_err(|source| StepError::BadTrigger {
         triggers: triggers.to_vec(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(parsed.instructions.into_iter().skip(1).collect())
 }
@@ -277,6 +277,8 @@ pub(crate) struct Driver<'a> {
     context_error: Mutex<Option<WalkError>>,
     hasher: OnceLock<ContentHasher>,
     reports: Mutex<Vec<StepReport>>,
+    /// Filesystem steps by definition, so stages running the same step share one run.
+    claims: Mutex<BTreeMap<Digest, Arc<Slot>>>,
     /// When the build started, RFC 3339 (history and config `created`).
     pub now: String,
     /// When the build started, seconds since the epoch (cache records).
@@ -297,6 +299,7 @@ impl<'a> Driver<'a> {
             context_error: Mutex::new(None),
             hasher: OnceLock::new(),
             reports: Mutex::new(Vec::new()),
+            claims: Mutex::new(BTreeMap::new()),
             now_secs: now_time
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs()),
@@ -334,6 +337,19 @@ impl<'a> Driver<'a> {
             total: Some(bytes),
             completed: true,
         });
+    }
+
+    /// Claims the step with `definition`: the first caller runs it, later ones wait for it.
+    pub fn claim(&self, definition: Digest) -> Claim {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        match claims.get(&definition) {
+            Some(slot) => Claim::Taken(slot.clone()),
+            None => {
+                let slot = Arc::new(Slot::default());
+                claims.insert(definition, slot.clone());
+                Claim::First(slot)
+            }
+        }
     }
 
     /// Records a step's outcome for the metadata file.
@@ -460,7 +476,7 @@ impl<'a> Driver<'a> {
                     return Err(BuildError::Step {
                         position,
                         step: format!("FROM {reference}"),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             };
@@ -486,7 +502,7 @@ impl<'a> Driver<'a> {
                     return Err(BuildError::Step {
                         position,
                         step: format!("FROM {reference}"),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }

@@ -68,7 +68,7 @@ pub enum StepError {
         triggers: Vec<String>,
         /// The parse error.
         #[source]
-        source: crate::syntax::ParseError,
+        source: Box<crate::syntax::ParseError>,
     },
     /// A named context's image could not be loaded.
     #[error("cannot load the named context's image")]
@@ -116,6 +116,58 @@ pub struct StageState {
     pub chain: Digest,
     /// True when the last filesystem step, or one before it, ran in this build.
     pub reran: bool,
+}
+
+/// What a filesystem step is, before anything runs: its parent's key and the instruction as
+/// expanded (without its place in the Dockerfile), with where it reads from.
+fn definition(parent: &Digest, step: &Step) -> Digest {
+    let command = serde_json::to_string(&step.instruction.command).unwrap_or_default();
+    let source = serde_json::to_string(&step.source).unwrap_or_default();
+    let args = serde_json::to_string(&step.args).unwrap_or_default();
+    Digest::of(format!("{parent}\0{command}\0{source}\0{args}").as_bytes())
+}
+
+/// A filesystem step's result, shared with stages that run the same step.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedStep {
+    layer: Option<LayerBlob>,
+    history: Option<crate::image::History>,
+    chain: Digest,
+    reran: bool,
+}
+
+/// Whether this stage runs a step or another stage already does.
+pub(crate) enum Claim {
+    /// Run it and publish the result.
+    First(Arc<Slot>),
+    /// Wait for the stage that runs it.
+    Taken(Arc<Slot>),
+}
+
+/// Where the stage that runs a step leaves its result for the others.
+#[derive(Default)]
+pub(crate) struct Slot {
+    result: std::sync::Mutex<Option<Option<SharedStep>>>,
+    ready: std::sync::Condvar,
+}
+
+impl Slot {
+    /// Publishes the result (`None`: the step failed).
+    fn publish(&self, shared: Option<SharedStep>) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared);
+        self.ready.notify_all();
+    }
+
+    /// The result once it is published; `None` if the step failed.
+    fn wait(&self) -> Option<SharedStep> {
+        let mut result = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(shared) = result.as_ref() {
+                return shared.clone();
+            }
+            result = self.ready.wait(result).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// A COPY/ADD ready for the cache lookup.
@@ -262,7 +314,7 @@ impl StageRun<'_, '_> {
             let located = |source: StepError| BuildError::Step {
                 position: step.instruction.position,
                 step: step.text.clone(),
-                source,
+                source: Box::new(source),
             };
             match &step.instruction.command {
                 Command::Run(_) => {
@@ -281,12 +333,16 @@ impl StageRun<'_, '_> {
                         config::resolve_workdir(state.config.config.working_dir.as_deref(), path);
                     state.config.config.working_dir = Some(path.clone());
                     let name = self.name(index, total, &step.text);
-                    self.workdir(&mut state, step_index, step, &path, name)?;
+                    self.once(&mut state, step, |state| {
+                        self.workdir(state, step_index, step, &path, name)
+                    })?;
                 }
                 Command::Copy(copy) | Command::Add(copy) => {
                     index += 1;
                     let name = self.name(index, total, &step.text);
-                    self.copy(&mut state, step_index, step, copy, name)?;
+                    self.once(&mut state, step, |state| {
+                        self.copy(state, step_index, step, copy, name)
+                    })?;
                 }
                 _ => {
                     // Config entries get their time at export (see export.rs).
@@ -299,6 +355,39 @@ impl StageRun<'_, '_> {
             }
         }
         Ok(state)
+    }
+
+    /// Runs a filesystem step unless another stage of this build runs the very same step on
+    /// the very same parent (BuildKit merges such vertices and shows them once); then waits
+    /// for that one and takes its layer, key and history without a vertex of its own.
+    fn once(
+        &self,
+        state: &mut StageState,
+        step: &Step,
+        run: impl FnOnce(&mut StageState) -> Result<(), BuildError>,
+    ) -> Result<(), BuildError> {
+        let definition = definition(&state.chain, step);
+        match self.driver.claim(definition) {
+            Claim::First(slot) => {
+                let result = run(state);
+                let shared = result.is_ok().then(|| SharedStep {
+                    layer: state.layers.last().cloned(),
+                    history: state.config.history.last().cloned(),
+                    chain: state.chain,
+                    reran: state.reran,
+                });
+                slot.publish(shared);
+                result
+            }
+            Claim::Taken(slot) => {
+                let shared = slot.wait().ok_or(BuildError::DependencyFailed)?;
+                state.layers.extend(shared.layer);
+                state.config.history.extend(shared.history);
+                state.chain = shared.chain;
+                state.reran = shared.reran;
+                Ok(())
+            }
+        }
     }
 
     /// BuildKit's `n` in `[k/n]`: a FROM of an image, and every RUN, COPY, ADD and WORKDIR.
@@ -847,7 +936,7 @@ impl StageRun<'_, '_> {
         BuildError::Step {
             position: step.instruction.position,
             step: step.text.clone(),
-            source: error,
+            source: Box::new(error),
         }
     }
 
@@ -866,8 +955,9 @@ impl StageRun<'_, '_> {
     }
 }
 
-/// The entries WORKDIR's `mkdir -p` adds: each missing directory, owned by `user`, and the
-/// existing parent it was created in (its mtime changes).
+/// The entries WORKDIR's `mkdir -p` adds: each missing directory, owned by `user`, and every
+/// existing directory above them with its own metadata (a layer holds the parents of what it
+/// changes); the one the first new directory is made in gets the build time as its mtime.
 fn workdir_entries(
     view: &RootfsView,
     path: &str,
@@ -882,48 +972,57 @@ fn workdir_entries(
         None => (0, 0),
     };
     let mtime = timestamp(now);
-    let mut entries = Vec::new();
-    let mut prefix = String::new();
-    let mut created_any = false;
-    let mut parent: Option<LayerEntry> = None;
-    for part in path.split('/').filter(|part| !part.is_empty()) {
-        let current = match prefix.is_empty() {
-            true => part.to_string(),
-            false => format!("{prefix}/{part}"),
-        };
+    let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+    // The existing part of the path, symlinks resolved, without the leading `/`.
+    let mut existing = String::new();
+    let mut missing = parts.len();
+    for (index, part) in parts.iter().enumerate() {
+        let current = join(&existing, part);
         match view.lookup(&current, layer::Follow::All)? {
             Some(found) if found.metadata.kind == layer::FileKind::Dir => {
-                parent = Some(LayerEntry {
-                    path: found.path.trim_start_matches('/').to_string(),
-                    kind: EntryKind::Dir,
-                    mode: found.metadata.mode & 0o7777,
-                    uid: found.metadata.uid,
-                    gid: found.metadata.gid,
-                    mtime,
-                    xattrs: Vec::new(),
-                });
-                prefix = found.path.trim_start_matches('/').to_string();
-                continue;
+                existing = found.path.trim_start_matches('/').to_string();
             }
             Some(_) => {
-                return Err(StepError::Copy(
-                    crate::solve::copy::CopyError::NotADirectory {
-                        path: format!("/{current}"),
-                    },
-                ))
+                return Err(StepError::Copy(copy::CopyError::NotADirectory {
+                    path: format!("/{current}"),
+                }))
             }
-            None => {}
-        }
-        if !created_any {
-            if let Some(parent) = parent.take() {
-                if !parent.path.is_empty() {
-                    entries.push(parent);
-                }
+            None => {
+                missing = index;
+                break;
             }
         }
-        created_any = true;
+    }
+    let mut entries = Vec::new();
+    if missing == parts.len() {
+        return Ok(entries);
+    }
+    let mut ancestor = String::new();
+    for part in existing.split('/').filter(|part| !part.is_empty()) {
+        ancestor = join(&ancestor, part);
+        let found = view
+            .lookup(&ancestor, layer::Follow::NotLast)?
+            .ok_or_else(|| copy::CopyError::NotADirectory {
+                path: format!("/{ancestor}"),
+            })?;
         entries.push(LayerEntry {
-            path: current.clone(),
+            path: ancestor.clone(),
+            kind: EntryKind::Dir,
+            mode: found.metadata.mode & 0o7777,
+            uid: found.metadata.uid,
+            gid: found.metadata.gid,
+            mtime: match ancestor == existing {
+                true => mtime,
+                false => found.metadata.mtime,
+            },
+            xattrs: Vec::new(),
+        });
+    }
+    let mut created = existing;
+    for part in &parts[missing..] {
+        created = join(&created, part);
+        entries.push(LayerEntry {
+            path: created.clone(),
             kind: EntryKind::Dir,
             mode: 0o755,
             uid,
@@ -931,9 +1030,16 @@ fn workdir_entries(
             mtime,
             xattrs: Vec::new(),
         });
-        prefix = current;
     }
     Ok(entries)
+}
+
+/// `parent/name`, or `name` at the root.
+fn join(parent: &str, name: &str) -> String {
+    match parent.is_empty() {
+        true => name.to_string(),
+        false => format!("{parent}/{name}"),
+    }
 }
 
 /// A layer time for `time`.
@@ -950,8 +1056,13 @@ pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
 /// Writes `entries` as a layer blob and its snapshot.
 pub(crate) fn commit_layer(
     store: &Store,
-    entries: Vec<LayerEntry>,
+    mut entries: Vec<LayerEntry>,
 ) -> Result<LayerBlob, StepError> {
+    // BuildKit's layers carry whole seconds only (no PAX mtime records), so the same files
+    // give the same layer bytes.
+    for entry in &mut entries {
+        entry.mtime.nanos = 0;
+    }
     let mut writer = store.blob_writer()?;
     let snapshot = store.temp_dir()?;
     let summary = layer::write_layer(entries, &mut writer, Some(snapshot.path()))?;

@@ -10,9 +10,9 @@
 //! When docker is unreachable the tests print why and pass, unless `KILN_REQUIRE_PEERS` is set.
 
 mod fixture;
-mod image;
+pub(crate) mod image;
 mod peers;
-mod tree;
+pub(crate) mod tree;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

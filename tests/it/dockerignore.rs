@@ -226,3 +226,87 @@ fn context_walk() {
     }
     finish("dockerignore context-walk", total, &failures);
 }
+
+/// BuildKit's end-to-end `.dockerignore` builds, run through `kiln build`, the image read
+/// back from the store. Two scenarios start `FROM busybox` and end with a RUN that asserts
+/// the file set; until kiln has its sandbox they run `FROM scratch` without that RUN, and
+/// the same facts are checked through `expect_in_image` and `expect_not_in_image`.
+#[test]
+fn buildkit_build_scenarios() {
+    use sha2::{Digest as _, Sha256};
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for (line, case) in jsonl("buildkit-build-scenarios.jsonl") {
+        total += 1;
+        let context = tempfile::tempdir().expect("temp context");
+        let store = tempfile::tempdir().expect("temp store");
+        for (name, content) in case["context"].as_object().expect("context map") {
+            let mut text = content.as_str().expect("file content").to_string();
+            if name.starts_with("Dockerfile") && !name.ends_with(".dockerignore") {
+                text = text
+                    .replace("FROM busybox", "FROM scratch")
+                    .lines()
+                    .filter(|line| !line.starts_with("RUN "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+            std::fs::write(context.path().join(name), text).expect("context file");
+        }
+        let dockerfile = context
+            .path()
+            .join(case["build"]["dockerfile"].as_str().expect("dockerfile"));
+        let run = crate::util::kiln(
+            &[
+                "build",
+                "--root",
+                store.path().to_str().expect("utf-8"),
+                "-t",
+                "scenario",
+                "-f",
+                dockerfile.to_str().expect("utf-8"),
+                context.path().to_str().expect("utf-8"),
+            ],
+            b"",
+        );
+        let expect_success = case["expect_success"] == true;
+        if (run.code == Some(0)) != expect_success {
+            failures.push(format!(
+                "line {line}: expected success {expect_success}, got {:?}:\n{}",
+                run.code, run.stderr
+            ));
+            continue;
+        }
+        if !expect_success {
+            continue;
+        }
+        let image = match crate::differential::image::from_oci_layout(
+            store.path(),
+            "docker.io/library/scenario:latest",
+        ) {
+            Ok(image) => image,
+            Err(error) => {
+                failures.push(format!("line {line}: {error}"));
+                continue;
+            }
+        };
+        for (path, content) in case["expect_in_image"].as_object().into_iter().flatten() {
+            let sha256: String = Sha256::digest(content.as_str().unwrap_or_default().as_bytes())
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            match image.tree.nodes.get(path.as_str()).map(|node| &node.kind) {
+                Some(crate::differential::tree::Kind::File { sha256: found, .. })
+                    if *found == sha256 => {}
+                other => failures.push(format!(
+                    "line {line}: {path}: expected {content}, found {other:?}"
+                )),
+            }
+        }
+        for path in strings(&case["expect_not_in_image"]) {
+            if image.tree.nodes.contains_key(path.as_str()) {
+                failures.push(format!("line {line}: {path} must not be in the image"));
+            }
+        }
+    }
+    finish("dockerignore buildkit-build-scenarios", total, &failures);
+}

@@ -393,8 +393,11 @@ fn rootfs_view_merges_whiteouts_and_opaque_dirs() {
     ));
 }
 
+/// One raw tar entry: name, type flag, link name, content.
+type RawEntry<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
 /// A tar from raw headers, so paths the `tar` crate's builder refuses can be written.
-fn raw_tar(entries: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, kind, link, content) in entries {
         let mut header = tar::Header::new_ustar();

@@ -2,6 +2,8 @@
 mod build;
 mod cache;
 mod cli;
+/// COPY/ADD archives and downloads.
+mod copy;
 mod differential;
 mod dockerignore;
 mod layer;
@@ -10,5 +12,3 @@ mod robustness;
 mod store;
 mod util;
 mod words;
-/// COPY/ADD archives and downloads.
-mod copy;

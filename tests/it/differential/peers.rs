@@ -148,8 +148,30 @@ pub fn compare_steps(
     names: (&str, &str),
 ) -> Vec<String> {
     let word = |cached: bool| if cached { "CACHED" } else { "ran" };
+    // A step two stages share is one vertex, shown under either stage's label (BuildKit's
+    // choice changes from run to run), so steps found on one side only are paired up by
+    // their text after the label.
+    let text = |step: &str| {
+        step.split_once("] ")
+            .map_or(step, |(_, text)| text)
+            .to_string()
+    };
+    let mut unpaired_right: Vec<(&String, &bool)> = right
+        .iter()
+        .filter(|(step, _)| !left.contains_key(*step))
+        .collect();
+    let mut paired_left = Vec::new();
+    for (step, a) in left.iter().filter(|(step, _)| !right.contains_key(*step)) {
+        if let Some(at) = unpaired_right
+            .iter()
+            .position(|(other, b)| text(other) == text(step) && *b == a)
+        {
+            unpaired_right.remove(at);
+            paired_left.push(step.clone());
+        }
+    }
     let mut out = Vec::new();
-    for (step, a) in left {
+    for (step, a) in left.iter().filter(|(step, _)| !paired_left.contains(step)) {
         match right.get(step) {
             None => out.push(format!("{step}: only in {}'s progress", names.0)),
             Some(b) if a != b => out.push(format!(
@@ -162,7 +184,7 @@ pub fn compare_steps(
             Some(_) => {}
         }
     }
-    for step in right.keys().filter(|s| !left.contains_key(*s)) {
+    for (step, _) in unpaired_right {
         out.push(format!("{step}: only in {}'s progress", names.1));
     }
     out
