@@ -298,3 +298,33 @@ fn heredoc_sources_become_0644_files_named_after_the_delimiter() {
         Err(CopyError::GitUnsupported { .. })
     ));
 }
+
+#[test]
+fn add_refuses_archive_paths_outside_the_destination() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut header = tar::Header::new_old();
+    // tar's builder refuses `..`, so the name is written into the header directly.
+    header.as_old_mut().name[..7].copy_from_slice(b"../evil");
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(1);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b"x"[..]).unwrap();
+    std::fs::write(src.path().join("evil.tar"), builder.into_inner().unwrap()).unwrap();
+    let error = plan_copy(
+        &[Prepared::Tree {
+            pattern: "evil.tar".into(),
+        }],
+        &add_options("/t/", scratch.path()),
+        &HostDir::new(src.path(), false),
+        &HostDir::new(dst.path(), false),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, CopyError::Archive { reason, .. } if reason.contains("outside")),
+        "{error}"
+    );
+}

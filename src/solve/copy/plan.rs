@@ -43,6 +43,25 @@ fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |at| &path[..at])
 }
 
+/// True if and only if the relative archive path `path` climbs out of the directory it is
+/// extracted into (moby's breakout check: a rooted path never does, `..` above the start
+/// does).
+fn escapes_root(path: &str) -> bool {
+    if path.starts_with('/') {
+        return false;
+    }
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn shown(path: &str) -> String {
     format!("/{path}")
 }
@@ -607,7 +626,7 @@ impl Plan<'_> {
                 let dir = self.mkdir_all(&dest_real)?;
                 let entries =
                     add::extract_archive(&host, compression, &self.options.scratch, matched)?;
-                return self.merge_archive(&dir, entries);
+                return self.merge_archive(&dir, entries, matched);
             }
         }
         if stat.kind == SourceKind::Dir {
@@ -862,8 +881,23 @@ impl Plan<'_> {
     /// `dir` as in a chroot, missing parents are made 0755 root-owned, the archive's root
     /// entry is skipped, directories merge, anything else replaces what is there, hard
     /// links are rebased under `dir`.
-    fn merge_archive(&mut self, dir: &str, entries: Vec<LayerEntry>) -> Result<(), CopyError> {
+    fn merge_archive(
+        &mut self,
+        dir: &str,
+        entries: Vec<LayerEntry>,
+        shown_source: &str,
+    ) -> Result<(), CopyError> {
         for mut entry in entries {
+            let escapes = match &entry.kind {
+                EntryKind::Hardlink { target } => escapes_root(&entry.path) || escapes_root(target),
+                _ => escapes_root(&entry.path),
+            };
+            if escapes {
+                return Err(CopyError::Archive {
+                    path: shown_source.to_owned(),
+                    reason: format!("{:?} is outside of the destination", entry.path),
+                });
+            }
             let rel = join(&components(&entry.path));
             if rel.is_empty() {
                 continue;
