@@ -114,6 +114,30 @@ pub fn directory_digest(children: &mut [(&str, Digest)]) -> Digest {
     Digest::from_array(hasher.finalize().into())
 }
 
+/// A digest of every kept entry's path and of exactly the metadata the stat cache trusts
+/// (kind, link target, size, mtime, ctime, inode, device, mode): equal fingerprints mean
+/// every file would hash as it did.
+pub fn stat_fingerprint(context: &Context) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update([HASH_VERSION, b'F']);
+    for entry in context.entries() {
+        hasher.update((entry.path.len() as u64).to_be_bytes());
+        hasher.update(entry.path.as_bytes());
+        hasher.update([type_byte(entry)]);
+        if let EntryKind::Symlink { target } = &entry.kind {
+            hasher.update((target.len() as u64).to_be_bytes());
+            hasher.update(target.as_bytes());
+        }
+        hasher.update(entry.size.to_be_bytes());
+        hasher.update(entry.mtime_ns.to_be_bytes());
+        hasher.update(entry.ctime_ns.to_be_bytes());
+        hasher.update(entry.ino.to_be_bytes());
+        hasher.update(entry.dev.to_be_bytes());
+        hasher.update(entry.mode.to_be_bytes());
+    }
+    Digest::from_array(hasher.finalize().into())
+}
+
 /// Where the stat cache is kept between builds; the solver backs it with the store.
 pub trait StatCacheStorage {
     /// The bytes saved last time, if any.

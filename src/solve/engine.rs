@@ -274,6 +274,8 @@ pub(crate) struct Driver<'a> {
     reporter: &'a dyn Reporter,
     vertices: AtomicUsize,
     context: OnceLock<Result<Arc<Context>, String>>,
+    /// The walked context's stat fingerprint, for memoized context COPY/ADD keys.
+    fingerprint: OnceLock<Digest>,
     context_error: Mutex<Option<WalkError>>,
     hasher: OnceLock<ContentHasher>,
     reports: Mutex<Vec<StepReport>>,
@@ -296,6 +298,7 @@ impl<'a> Driver<'a> {
             reporter,
             vertices: AtomicUsize::new(0),
             context: OnceLock::new(),
+            fingerprint: OnceLock::new(),
             context_error: Mutex::new(None),
             hasher: OnceLock::new(),
             reports: Mutex::new(Vec::new()),
@@ -405,6 +408,17 @@ impl<'a> Driver<'a> {
                 .take()
                 .map_or(BuildError::DependencyFailed, BuildError::Context)),
         }
+    }
+
+    /// The stat fingerprint of the walked context.
+    pub fn fingerprint(&self) -> Result<Digest, BuildError> {
+        if let Some(fingerprint) = self.fingerprint.get() {
+            return Ok(*fingerprint);
+        }
+        let context = self.context()?;
+        Ok(*self
+            .fingerprint
+            .get_or_init(|| crate::cache::contenthash::stat_fingerprint(&context)))
     }
 
     fn keep_context_error(&self, vertex: VertexId, started: Instant, error: WalkError) -> String {

@@ -10,7 +10,8 @@ use std::time::Instant;
 use crate::cache::contenthash::{self, StatCacheStorage};
 use crate::cache::explain;
 use crate::cache::index::{
-    CacheRecord, LayerRef, StepLocator, StepRecord, CACHE_KIND, STAT_KIND, STEP_KIND,
+    CacheRecord, LayerRef, MemoRecord, StepLocator, StepRecord, CACHE_KIND, MEMO_KIND, STAT_KIND,
+    STEP_KIND,
 };
 use crate::cache::key::{self, BaseIdentity, CacheKey, Preimage, SourceIdentity};
 use crate::digest::{Digest, DigestWriter};
@@ -473,7 +474,9 @@ impl StageRun<'_, '_> {
             let view = self.view(&layers)?;
             workdir_entries(&view, path, user.as_deref(), self.driver.now_time)
         });
-        self.finish(state, vertex, started, name, key, step, outcome, "WORKDIR")
+        self.finish(
+            state, vertex, started, name, key.digest, step, outcome, "WORKDIR",
+        )
     }
 
     /// COPY and ADD: select the sources, key them by content, and on a miss plan the layer
@@ -488,11 +491,36 @@ impl StageRun<'_, '_> {
     ) -> Result<(), BuildError> {
         let vertex = self.driver.start(name.clone());
         let started = Instant::now();
+        let memo = self.memo_id(state, step, copy);
+        if let Some(memo) = &memo {
+            match self.memo_hit(memo, vertex, step_index, &step.text) {
+                Ok(Some((key, result))) => {
+                    let keyword = step.instruction.keyword();
+                    return self.finish(
+                        state,
+                        vertex,
+                        started,
+                        name,
+                        key,
+                        step,
+                        Ok(result),
+                        keyword,
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.fail(vertex, started, step, error)),
+            }
+        }
         let prepared = match self.prepare_copy(state, step, copy) {
             Ok(prepared) => prepared,
             Err(error) => return Err(self.fail(vertex, started, step, error)),
         };
         let key = prepared.key.clone();
+        if let Some(memo) = &memo {
+            if let Err(error) = self.remember_memo(memo, &key.digest) {
+                return Err(self.fail(vertex, started, step, error));
+            }
+        }
         let layers = state.layers.clone();
         let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
             let tree = prepared.tree.as_tree();
@@ -519,7 +547,7 @@ impl StageRun<'_, '_> {
             vertex,
             started,
             name,
-            key,
+            key.digest,
             step,
             outcome,
             step.instruction.keyword(),
@@ -723,9 +751,9 @@ impl StageRun<'_, '_> {
         let locator = self.locator(step_index);
         let disabled = self.cache_disabled();
         if disabled.is_none() {
-            if let Some((layer, created)) = self.lookup(key)? {
+            if let Some((layer, created)) = self.lookup(&key.digest)? {
                 self.driver.report(Event::Cached { vertex });
-                self.remember(&locator, key, text, created)?;
+                self.remember(&locator, &key.digest, text, created)?;
                 return Ok(StepResult {
                     layer,
                     reasons: Vec::new(),
@@ -755,9 +783,11 @@ impl StageRun<'_, '_> {
         let entries = execute()?;
         let layer = commit_layer(store, entries)?;
         let created = self.driver.now_secs;
+        let preimage_json = serde_json::to_vec(&key.preimage).unwrap_or_default();
+        let (preimage, _) = store.put_blob(&preimage_json)?;
         let record = CacheRecord {
             key: key.digest,
-            preimage: key.preimage.clone(),
+            preimage,
             layer: Some(LayerRef {
                 diff_id: layer.diff_id,
                 size: layer.blob.size,
@@ -765,8 +795,8 @@ impl StageRun<'_, '_> {
             text: text.to_string(),
             created,
         };
-        store.put_record(CACHE_KIND, &key.digest, &[layer.diff_id], &record)?;
-        self.remember(&locator, key, text, created)?;
+        store.put_record(CACHE_KIND, &key.digest, &[layer.diff_id, preimage], &record)?;
+        self.remember(&locator, &key.digest, text, created)?;
         Ok(StepResult {
             layer,
             reasons,
@@ -779,26 +809,28 @@ impl StageRun<'_, '_> {
     fn remember(
         &self,
         locator: &Digest,
-        key: &CacheKey,
+        key: &Digest,
         text: &str,
         created: u64,
     ) -> Result<(), StepError> {
+        let store = self.driver.store;
         let record = StepRecord {
-            key: key.digest,
+            key: *key,
             text: text.to_string(),
             created,
         };
-        Ok(self
-            .driver
-            .store
-            .put_record(STEP_KIND, locator, &[], &record)?)
+        // A no-change rebuild finds the same record; not rewriting it keeps it free of fsyncs.
+        if store.get_record::<StepRecord>(STEP_KIND, locator)?.as_ref() == Some(&record) {
+            return Ok(());
+        }
+        Ok(store.put_record(STEP_KIND, locator, &[], &record)?)
     }
 
     /// A cached layer for `key` and when it was made, if its record and blob are both still
     /// there.
-    fn lookup(&self, key: &CacheKey) -> Result<Option<(LayerBlob, u64)>, StepError> {
+    fn lookup(&self, key: &Digest) -> Result<Option<(LayerBlob, u64)>, StepError> {
         let store = self.driver.store;
-        let Some(record) = store.get_record::<CacheRecord>(CACHE_KIND, &key.digest)? else {
+        let Some(record) = store.get_record::<CacheRecord>(CACHE_KIND, key)? else {
             return Ok(None);
         };
         let Some(layer) = record.layer else {
@@ -807,7 +839,7 @@ impl StageRun<'_, '_> {
         if !store.has_blob(&layer.diff_id) {
             return Ok(None);
         }
-        store.touch_record(CACHE_KIND, &key.digest)?;
+        store.touch_record(CACHE_KIND, key)?;
         let blob = LayerBlob {
             blob: Descriptor {
                 media_type: LAYER_MEDIA_TYPE.to_string(),
@@ -818,6 +850,82 @@ impl StageRun<'_, '_> {
             diff_id: layer.diff_id,
         };
         Ok(Some((blob, record.created)))
+    }
+
+    /// Where a context COPY/ADD's memo lives: the context, then the step's definition. `None`
+    /// for other sources and for URL sources, whose content the context does not hold.
+    fn memo_id(&self, state: &StageState, step: &Step, copy: &Copy) -> Option<Digest> {
+        if step.source != Some(Source::Context) || self.cache_disabled().is_some() {
+            return None;
+        }
+        let reads_urls = copy.sources.iter().any(|source| {
+            matches!(source, CopySource::Path { path } if add::is_url(path) || add::is_git(path))
+        });
+        if reads_urls {
+            return None;
+        }
+        let request = self.driver.request;
+        let context = request
+            .context
+            .canonicalize()
+            .unwrap_or_else(|_| request.context.clone());
+        let definition = definition(&state.chain, step);
+        Some(Digest::of(
+            format!("memo\0{}\0{definition}", context.display()).as_bytes(),
+        ))
+    }
+
+    /// A cache hit for a context COPY/ADD found through its memo: the key it had last time
+    /// the context looked exactly like this, if that key's layer is still there.
+    fn memo_hit(
+        &self,
+        memo: &Digest,
+        vertex: VertexId,
+        step_index: usize,
+        text: &str,
+    ) -> Result<Option<(Digest, StepResult)>, StepError> {
+        let store = self.driver.store;
+        let Some(record) = store.get_record::<MemoRecord>(MEMO_KIND, memo)? else {
+            return Ok(None);
+        };
+        let fingerprint = self
+            .driver
+            .fingerprint()
+            .map_err(|_| StepError::ContextUnavailable)?;
+        if record.fingerprint != fingerprint {
+            return Ok(None);
+        }
+        let Some((layer, created)) = self.lookup(&record.key)? else {
+            return Ok(None);
+        };
+        self.driver.report(Event::Cached { vertex });
+        self.remember(&self.locator(step_index), &record.key, text, created)?;
+        Ok(Some((
+            record.key,
+            StepResult {
+                layer,
+                reasons: Vec::new(),
+                created,
+                explanation: None,
+            },
+        )))
+    }
+
+    /// Notes the key a context COPY/ADD has with the context as it is now.
+    fn remember_memo(&self, memo: &Digest, key: &Digest) -> Result<(), StepError> {
+        let fingerprint = self
+            .driver
+            .fingerprint()
+            .map_err(|_| StepError::ContextUnavailable)?;
+        let record = MemoRecord {
+            fingerprint,
+            key: *key,
+        };
+        let store = self.driver.store;
+        if store.get_record::<MemoRecord>(MEMO_KIND, memo)?.as_ref() == Some(&record) {
+            return Ok(());
+        }
+        Ok(store.put_record(MEMO_KIND, memo, &[], &record)?)
     }
 
     /// The preimage of the key this step had last time, if it is known.
@@ -831,7 +939,8 @@ impl StageRun<'_, '_> {
             .get_record::<CacheRecord>(CACHE_KIND, &step.key)
             .ok()
             .flatten()
-            .map(|record| record.preimage)
+            .and_then(|record| store.read_blob(&record.preimage).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
     }
 
     /// `Some(reason)` when `--no-cache` or `--no-cache-filter` turns the cache off here.
@@ -880,7 +989,7 @@ impl StageRun<'_, '_> {
         vertex: VertexId,
         started: Instant,
         name: String,
-        key: CacheKey,
+        key: Digest,
         step: &Step,
         outcome: Result<StepResult, StepError>,
         keyword: &str,
@@ -904,7 +1013,7 @@ impl StageRun<'_, '_> {
             cached,
             reasons,
             duration: started.elapsed().as_secs_f64(),
-            key: Some(key.digest),
+            key: Some(key),
             layer: Some(layer.diff_id),
             explain: explanation,
         });
@@ -916,7 +1025,7 @@ impl StageRun<'_, '_> {
         history.created = Some(rfc3339(created));
         state.config.history.push(history);
         state.layers.push(layer);
-        state.chain = key.digest;
+        state.chain = key;
         state.reran = state.reran || !cached;
         Ok(())
     }
@@ -1063,11 +1172,12 @@ pub(crate) fn commit_layer(
     for entry in &mut entries {
         entry.mtime.nanos = 0;
     }
-    let mut writer = store.blob_writer()?;
-    let snapshot = store.temp_dir()?;
-    let summary = layer::write_layer(entries, &mut writer, Some(snapshot.path()))?;
-    let (digest, size) = writer.commit()?;
-    store.commit_snapshot(snapshot, &summary.diff_id)?;
+    // The snapshot is made on first use (see `snapshot`): a layer no later step reads, like
+    // a final `COPY . /app`, is never unpacked.
+    let mut writer = store.blob_writer_hashed_by_caller()?;
+    let summary = layer::write_layer(entries, &mut writer, None)?;
+    writer.commit_as(&summary.diff_id)?;
+    let (digest, size) = (summary.diff_id, summary.size);
     Ok(LayerBlob {
         blob: Descriptor {
             media_type: LAYER_MEDIA_TYPE.to_string(),

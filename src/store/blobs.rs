@@ -60,13 +60,52 @@ impl BlobWriter {
                 });
             }
         }
-        temp.as_file()
-            .sync_all()
-            .map_err(io_error("sync blob", &dest))?;
-        temp.persist(&dest)
-            .map_err(|e| io_error("rename a temp file to", &dest)(e.error))?;
-        atomic::sync_parent(&dest)?;
+        persist(temp, &dest)?;
         Ok((digest, size))
+    }
+}
+
+/// Syncs a finished temp file and renames it to `dest`.
+fn persist(temp: tempfile::NamedTempFile, dest: &std::path::Path) -> Result<()> {
+    temp.as_file()
+        .sync_all()
+        .map_err(io_error("sync blob", dest))?;
+    temp.persist(dest)
+        .map_err(|e| io_error("rename a temp file to", dest)(e.error))?;
+    atomic::sync_parent(dest)
+}
+
+/// Streams a blob whose writer hashes the bytes itself (the layer writer computes a layer's
+/// diff_id while writing it), so they are not hashed twice. Dropping it without
+/// [`commit_as`](HashingCallerBlob::commit_as) stores nothing.
+pub struct HashingCallerBlob {
+    store: Store,
+    out: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl HashingCallerBlob {
+    /// Syncs the bytes and stores them as the blob `digest`, which the caller computed over
+    /// exactly the bytes it wrote; reads still verify it.
+    ///
+    /// # Errors
+    /// I/O errors; nothing is left in the store after one.
+    pub fn commit_as(self, digest: &Digest) -> Result<()> {
+        let dest = self.store.blob_path(digest);
+        let temp = self
+            .out
+            .into_inner()
+            .map_err(|e| io_error("write blob", &dest)(e.into_error()))?;
+        persist(temp, &dest)
+    }
+}
+
+impl Write for HashingCallerBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -130,6 +169,18 @@ impl Store {
         Ok(BlobWriter {
             store: self.clone(),
             out,
+        })
+    }
+
+    /// Starts a blob whose bytes the caller hashes itself (see [`HashingCallerBlob`]).
+    ///
+    /// # Errors
+    /// I/O errors creating the temp file.
+    pub fn blob_writer_hashed_by_caller(&self) -> Result<HashingCallerBlob> {
+        let temp = atomic::temp_file(&self.tmp_dir(), ".blob")?;
+        Ok(HashingCallerBlob {
+            store: self.clone(),
+            out: BufWriter::with_capacity(1 << 16, temp),
         })
     }
 

@@ -32,7 +32,7 @@ mod snapshots;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use blobs::{BlobReader, BlobWriter};
+pub use blobs::{BlobReader, BlobWriter, HashingCallerBlob};
 pub use gc::{DiskUsage, GcSummary, PruneOptions, PruneSummary};
 pub use index::{
     descriptor_digest, ImageRecord, ResolvedImage, StoredImage, ANNOTATION_CONTAINERD_NAME,

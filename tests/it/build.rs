@@ -514,11 +514,20 @@ fn onbuild_triggers_run_in_the_child_build() {
 fn the_readme_example_builds() {
     let store = tempfile::tempdir().expect("temp store");
     let root = store.path().to_str().expect("utf-8");
-    let run = kiln(&["build", "--root", root, "-t", "hello", "fixtures/hello"], b"");
+    let run = kiln(
+        &["build", "--root", root, "-t", "hello", "fixtures/hello"],
+        b"",
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let history = kiln(&["history", "--root", root, "hello"], b"");
     assert_eq!(history.code, Some(0), "{}", history.stderr);
-    assert!(history.stdout.contains("COPY --from=site /srv/www/ ./ # buildkit"), "{}", history.stdout);
+    assert!(
+        history
+            .stdout
+            .contains("COPY --from=site /srv/www/ ./ # buildkit"),
+        "{}",
+        history.stdout
+    );
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     assert!(

@@ -283,7 +283,7 @@ fn heredoc_sources_become_0644_files_named_after_the_delimiter() {
         path: "https://example.com/a".into(),
     };
     assert!(matches!(
-        prepare_sources(&[url.clone()], false, None, now, scratch.path()),
+        prepare_sources(std::slice::from_ref(&url), false, None, now, scratch.path()),
         Err(CopyError::UrlInCopy { .. })
     ));
     assert!(matches!(
