@@ -381,8 +381,16 @@ impl Layout {
 fn keep(store: &Store, source: &Path, digest: &Digest, manifest: &Manifest) -> Result<()> {
     let mut refs = vec![*digest, manifest.config.digest];
     refs.extend(manifest.layers.iter().map(|layer| layer.digest));
+    let value = source.display().to_string();
+    // Loading the same image again (every build naming the layout) writes nothing.
+    let known = store
+        .get_record::<String>(IMPORT_KIND, digest)
+        .map_err(store_error(source))?;
+    if known.as_ref() == Some(&value) {
+        return Ok(());
+    }
     store
-        .put_record(IMPORT_KIND, digest, &refs, &source.display().to_string())
+        .put_record(IMPORT_KIND, digest, &refs, &value)
         .map_err(store_error(source))
 }
 

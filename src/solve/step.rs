@@ -781,7 +781,15 @@ impl StageRun<'_, '_> {
             reasons: reasons.clone(),
         });
         let entries = execute()?;
-        let layer = commit_layer(store, entries)?;
+        let layer = commit_layer(store, entries, &|written| {
+            self.driver.report(Event::Status {
+                vertex,
+                name: "writing layer".to_string(),
+                current: written,
+                total: None,
+                completed: false,
+            })
+        })?;
         let created = self.driver.now_secs;
         let preimage_json = serde_json::to_vec(&key.preimage).unwrap_or_default();
         let (preimage, _) = store.put_blob(&preimage_json)?;
@@ -1166,6 +1174,7 @@ pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
 pub(crate) fn commit_layer(
     store: &Store,
     mut entries: Vec<LayerEntry>,
+    progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, StepError> {
     // BuildKit's layers carry whole seconds only (no PAX mtime records), so the same files
     // give the same layer bytes.
@@ -1174,9 +1183,14 @@ pub(crate) fn commit_layer(
     }
     // The snapshot is made on first use (see `snapshot`): a layer no later step reads, like
     // a final `COPY . /app`, is never unpacked.
-    let mut writer = store.blob_writer_hashed_by_caller()?;
+    let mut writer = Counting {
+        inner: store.blob_writer_hashed_by_caller()?,
+        written: 0,
+        reported: 0,
+        progress,
+    };
     let summary = layer::write_layer(entries, &mut writer, None)?;
-    writer.commit_as(&summary.diff_id)?;
+    writer.inner.commit_as(&summary.diff_id)?;
     let (digest, size) = (summary.diff_id, summary.size);
     Ok(LayerBlob {
         blob: Descriptor {
@@ -1187,6 +1201,33 @@ pub(crate) fn commit_layer(
         },
         diff_id: summary.diff_id,
     })
+}
+
+/// Counts bytes on their way to a blob and reports them every [`REPORT_EVERY`] bytes.
+struct Counting<'p, W> {
+    inner: W,
+    written: u64,
+    reported: u64,
+    progress: &'p dyn Fn(u64),
+}
+
+/// How many bytes pass between two progress reports of a layer being written.
+const REPORT_EVERY: u64 = 8 << 20;
+
+impl<W: std::io::Write> std::io::Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.written += written as u64;
+        if self.written - self.reported >= REPORT_EVERY {
+            self.reported = self.written;
+            (self.progress)(self.written);
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The snapshot of `layer`, unpacked from its blob if it is not there yet.

@@ -186,7 +186,8 @@ impl Store {
     /// Tags `manifest` as `name`, replacing whatever `name` tagged before. The stored
     /// descriptor keeps the media type, digest, size and platform of `manifest` and gets the
     /// annotations `org.opencontainers.image.ref.name` and `io.containerd.image.name` (the full
-    /// normalized name) and `dev.kiln.created` (now, RFC 3339).
+    /// normalized name) and `dev.kiln.created` (now, RFC 3339). Tagging a name with the
+    /// manifest it already has changes nothing.
     ///
     /// # Errors
     /// [`StoreError::NotATag`] for a reference without a tag or with a digest,
@@ -214,6 +215,14 @@ impl Store {
             (ANNOTATION_CREATED.to_string(), created),
         ])));
         self.update_index(|manifests| {
+            // Re-tagging the same manifest (every rebuild that changed nothing) leaves the
+            // index alone: no rewrite, and the tag keeps the time it was first made.
+            let unchanged = manifests.iter().any(|d| {
+                entry_name(d).as_ref() == Some(name) && descriptor_digest(d).ok() == Some(digest)
+            });
+            if unchanged {
+                return Ok(false);
+            }
             manifests.retain(|d| entry_name(d).as_ref() != Some(name));
             manifests.push(entry);
             Ok(true)

@@ -535,3 +535,38 @@ fn the_readme_example_builds() {
         "README.md's main job no longer builds fixtures/hello"
     );
 }
+
+/// `--progress=json`: one event per line, each a JSON object naming its event.
+#[test]
+fn json_progress_is_one_event_per_line() {
+    let project = Project::new(&[("Dockerfile", "FROM scratch\nCOPY a /a\n"), ("a", "a")]);
+    let context = project.context.path().to_str().unwrap();
+    let run = kiln(
+        &[
+            "build",
+            "--root",
+            project.root(),
+            "--progress",
+            "json",
+            context,
+        ],
+        b"",
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "started")
+        .filter_map(|event| event["name"].as_str())
+        .collect();
+    assert!(started.contains(&"[1/1] COPY a /a"), "{started:?}");
+    assert!(events
+        .iter()
+        .any(|event| event["event"] == "miss"
+            && event["reasons"][0] == "no earlier build of this step"));
+    assert!(events.iter().any(|event| event["event"] == "done"));
+}
