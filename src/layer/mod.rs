@@ -17,12 +17,14 @@
 //! character device 0/0 named `<name>`; an opaque directory (`.wh..wh..opq` in a layer) carries
 //! the xattr `trusted.overlay.opaque=y` when created as root, `user.overlay.opaque=y` otherwise.
 
+mod diff;
 mod snapshot;
 mod unpack;
 mod users;
 mod view;
 mod write;
 
+pub use diff::{diff_upper, DiffOptions};
 pub use unpack::{unpack, UnpackSummary};
 pub use users::{chown_ids, lookup_user, Chown, ExecUser};
 pub use view::{FileKind, Follow, Found, Metadata, RootfsView};
