@@ -7,10 +7,17 @@
 //!   why it produces the same image under current BuildKit semantics;
 //! - `setup`: commands applied to the temporary copy of the context (modes, symlinks, empty
 //!   dirs, archives, host files: what git cannot keep or what must not be committed);
-//! - `args`: extra build arguments, one flag per line (`--build-arg K=V`, `--target T`);
+//! - `args`: extra build arguments, one flag per line (`--build-arg K=V`, `--target T`,
+//!   `--secret id=X,src={ctx}/../file`); `{ctx}` stands for the prepared context's path;
 //! - `args.after`: for cache scenarios, the arguments of the second build;
+//! - `args.docker`: arguments only docker gets, standing in for syntax dockerd 20.10 lacks
+//!   (`--network none` for `RUN --network=none`);
 //! - `edit`: for cache scenarios, `setup` commands applied between the two builds;
-//! - `check`: extra comparisons, `mtime /path` per line.
+//! - `check`: extra expectations, one per line: `mtime /path` (compare its mtime too),
+//!   `absent TEXT` (TEXT appears in no file of either image, kiln's store, nor either
+//!   progress log), `fails CODE LINE` (both builds fail, RUN's exit code CODE, kiln naming
+//!   `Dockerfile:LINE`), `nonce /path` (cache scenarios: after the rebuild the file holds the
+//!   scenario's `.nonce`).
 //!
 //! Consumes the fixture folders; produces prepared temporary contexts. Never writes inside
 //! fixtures/.
@@ -25,6 +32,7 @@ const CASE_FILES: &[&str] = &[
     "setup",
     "args",
     "args.after",
+    "args.docker",
     "edit",
     "check",
 ];
@@ -53,11 +61,14 @@ impl Case {
         }
     }
 
-    /// Build arguments from `file` (`args` or `args.after`), split at the first space.
-    pub fn args(&self, file: &str) -> Result<Vec<String>, String> {
+    /// Build arguments from `file` (`args`, `args.after` or `args.docker`), split at the
+    /// first space, with `{ctx}` replaced by the prepared context `ctx`.
+    pub fn args(&self, file: &str, ctx: &Path) -> Result<Vec<String>, String> {
+        let ctx = ctx.display().to_string();
         Ok(self
             .lines(file)?
             .iter()
+            .map(|l| l.replace("{ctx}", &ctx))
             .flat_map(|l| match l.split_once(' ') {
                 Some((flag, value)) => vec![flag.to_owned(), value.trim().to_owned()],
                 None => vec![l.clone()],
@@ -65,15 +76,25 @@ impl Case {
             .collect())
     }
 
-    /// The paths named by `mtime` lines of `check`.
-    pub fn mtime_checks(&self) -> Result<BTreeSet<String>, String> {
-        let mut out = BTreeSet::new();
+    /// Everything `check` asks for.
+    pub fn expectations(&self) -> Result<Expect, String> {
+        let mut out = Expect::default();
         for line in self.lines("check")? {
+            let unknown = || format!("{}/check: unknown line {line:?}", self.name);
             match line.split_once(' ') {
                 Some(("mtime", path)) => {
-                    out.insert(path.trim().to_owned());
+                    out.mtime.insert(path.trim().to_owned());
                 }
-                _ => return Err(format!("{}/check: unknown line {line:?}", self.name)),
+                Some(("absent", text)) => out.absent.push(text.trim().to_owned()),
+                Some(("nonce", path)) => out.nonce.push(path.trim().to_owned()),
+                Some(("fails", rest)) => {
+                    let (code, line) = rest.trim().split_once(' ').ok_or_else(unknown)?;
+                    out.fails = Some(Failure {
+                        code: code.parse().map_err(|_| unknown())?,
+                        line: line.trim().parse().map_err(|_| unknown())?,
+                    });
+                }
+                _ => return Err(unknown()),
             }
         }
         Ok(out)
@@ -97,6 +118,28 @@ impl Case {
             Ok(dest.join("Dockerfile"))
         }
     }
+}
+
+/// What a case's `check` file asks for beyond the tree and config comparison.
+#[derive(Debug, Default)]
+pub struct Expect {
+    /// Paths ("/a/b") whose mtimes must match too.
+    pub mtime: BTreeSet<String>,
+    /// Texts (secrets) that must appear nowhere in an image, the kiln store or a progress log.
+    pub absent: Vec<String>,
+    /// Set when both builds must fail in a RUN.
+    pub fails: Option<Failure>,
+    /// Paths that must hold the scenario's nonce after a cache scenario's rebuild.
+    pub nonce: Vec<String>,
+}
+
+/// How a build that must fail fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure {
+    /// The failing command's exit code, shown by both tools as `exit code: CODE`.
+    pub code: i32,
+    /// The RUN's line in the Dockerfile, shown by kiln as `Dockerfile:LINE`.
+    pub line: u32,
 }
 
 /// Every case folder under `root` whose name does not start with '_', sorted by name.
