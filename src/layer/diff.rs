@@ -411,9 +411,12 @@ fn link_shared_inodes(items: &mut [Item]) {
 mod tests {
     use super::*;
 
+    /// A stored id, the shift, and the container id it gives.
+    type IdCase = (u32, Option<(u32, u32)>, u32);
+
     #[test]
     fn container_id_table() {
-        let cases: &[(u32, Option<(u32, u32)>, u32)] = &[
+        let cases: &[IdCase] = &[
             (0, None, 0),
             (100_000, None, 100_000),
             (100_000, Some((100_000, 65536)), 0),

@@ -7,6 +7,7 @@ mod copy;
 mod differential;
 mod dockerignore;
 mod layer;
+mod layer_diff;
 mod parse;
 mod robustness;
 mod store;
