@@ -269,6 +269,7 @@ fn run_cache_scenario(case: &Case) -> Result<(), String> {
         kiln_base(&store, tmp.path())?;
     }
     let tag = format!("kiln-diff-cache-{}:1", case.name);
+    let expect = case.expectations()?;
     let mut diffs = Vec::new();
     let mut kiln_runs = true;
     for (round, args_file) in [("first build", "args"), ("rebuild", "args.after")] {
@@ -286,6 +287,9 @@ fn run_cache_scenario(case: &Case) -> Result<(), String> {
         if d.is_empty() {
             diffs.push(format!("{round}: docker's progress shows no steps"));
         }
+        if round == "rebuild" {
+            diffs.extend(peers::expected_steps(&d, &expect.rebuild, "docker"));
+        }
         if !kiln_runs {
             continue;
         }
@@ -297,17 +301,20 @@ fn run_cache_scenario(case: &Case) -> Result<(), String> {
             other => other?,
         };
         let k = peers::steps(&kiln.progress);
+        if round == "rebuild" {
+            diffs.extend(peers::expected_steps(&k, &expect.rebuild, "kiln"));
+        }
         for line in peers::compare_steps(&d, &k, ("docker", "kiln")) {
             diffs.push(format!("{round}: {line}"));
         }
     }
     let wanted = std::fs::read(ctx.join(".nonce")).map_err(|e| e.to_string())?;
-    for path in case.expectations()?.nonce {
+    for path in &expect.nonce {
         let (docker, _) = docker_read(&tag, tmp.path())?;
-        diffs.extend(nonce_mismatch("docker", &docker.tree, &path, &wanted));
+        diffs.extend(nonce_mismatch("docker", &docker.tree, path, &wanted));
         if kiln_runs {
             let kiln = image::from_oci_layout(&store, &format!("docker.io/library/{tag}"))?;
-            diffs.extend(nonce_mismatch("kiln", &kiln.tree, &path, &wanted));
+            diffs.extend(nonce_mismatch("kiln", &kiln.tree, path, &wanted));
         }
     }
     outcome(diffs)

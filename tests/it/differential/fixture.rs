@@ -17,7 +17,8 @@
 //!   `absent TEXT` (TEXT appears in no file of either image, kiln's store, nor either
 //!   progress log), `fails CODE LINE` (both builds fail, RUN's exit code CODE, kiln naming
 //!   `Dockerfile:LINE`), `nonce /path` (cache scenarios: after the rebuild the file holds the
-//!   scenario's `.nonce`).
+//!   scenario's `.nonce`), `cached TEXT` / `ran TEXT` (cache scenarios: on the rebuild the step
+//!   shown as `[stage k/n] TEXT` was taken from the cache / ran, in each tool).
 //!
 //! Consumes the fixture folders; produces prepared temporary contexts. Never writes inside
 //! fixtures/.
@@ -87,6 +88,8 @@ impl Case {
                 }
                 Some(("absent", text)) => out.absent.push(text.trim().to_owned()),
                 Some(("nonce", path)) => out.nonce.push(path.trim().to_owned()),
+                Some(("cached", step)) => out.rebuild.push((step.trim().to_owned(), true)),
+                Some(("ran", step)) => out.rebuild.push((step.trim().to_owned(), false)),
                 Some(("fails", rest)) => {
                     let (code, line) = rest.trim().split_once(' ').ok_or_else(unknown)?;
                     out.fails = Some(Failure {
@@ -131,6 +134,9 @@ pub struct Expect {
     pub fails: Option<Failure>,
     /// Paths that must hold the scenario's nonce after a cache scenario's rebuild.
     pub nonce: Vec<String>,
+    /// Steps (their text after the `[stage k/n] ` label) a cache scenario's rebuild must take
+    /// from the cache (true) or run (false).
+    pub rebuild: Vec<(String, bool)>,
 }
 
 /// How a build that must fail fails.

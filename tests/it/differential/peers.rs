@@ -190,9 +190,67 @@ pub fn compare_steps(
     out
 }
 
+/// Lines naming each expected `(text, cached)` step that `steps` lacks or shows otherwise;
+/// `text` is matched against the step after its `[stage k/n] ` label.
+pub fn expected_steps(
+    steps: &BTreeMap<String, bool>,
+    expected: &[(String, bool)],
+    who: &str,
+) -> Vec<String> {
+    let word = |cached: bool| if cached { "CACHED" } else { "ran" };
+    expected
+        .iter()
+        .filter_map(|(text, cached)| {
+            let found = steps
+                .iter()
+                .find(|(step, _)| step.split_once("] ").is_some_and(|(_, t)| t == text));
+            match found {
+                None => Some(format!("rebuild: {who}'s progress lacks the step {text:?}")),
+                Some((step, was)) if was != cached => Some(format!(
+                    "rebuild: {who}: {step}: {} where {} was expected",
+                    word(*was),
+                    word(*cached)
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_steps_are_matched_by_text_after_the_label() {
+        let steps: BTreeMap<String, bool> = [
+            ("[stage-1 3/6] RUN echo before".to_owned(), true),
+            ("[stage-1 4/6] RUN echo unused".to_owned(), false),
+        ]
+        .into_iter()
+        .collect();
+        let want = |t: &str, c: bool| (t.to_owned(), c);
+        assert!(expected_steps(
+            &steps,
+            &[
+                want("RUN echo before", true),
+                want("RUN echo unused", false)
+            ],
+            "docker"
+        )
+        .is_empty());
+        assert_eq!(
+            expected_steps(
+                &steps,
+                &[want("RUN echo unused", true), want("RUN echo", true)],
+                "docker"
+            ),
+            [
+                "rebuild: docker: [stage-1 4/6] RUN echo unused: ran where CACHED was expected",
+                "rebuild: docker's progress lacks the step \"RUN echo\"",
+            ]
+        );
+    }
 
     #[test]
     fn plain_progress_steps_and_cache_marks_are_read() {
