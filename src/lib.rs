@@ -13,6 +13,7 @@
 //!  Context + selected paths + step inputs ──cache──▶ content digests, keys, miss reasons
 //!  blobs, snapshot dirs, records, tags ──store──▶ the on-disk OCI layout (verified reads, gc)
 //!  LayerEntry list ──layer::write_layer──▶ layer tar + diff_id (+ snapshot dir); tar ──unpack──▶ snapshot; snapshots ──RootfsView──▶ merged lookups
+//!  RunSpec (argv, env, ids, snapshots as lowers, mounts) ──sandbox::run──▶ output, exit status, overlay upper dir
 //! ```
 //!
 //! [`words`] is the shell-word lexer both stages use.
@@ -33,6 +34,8 @@ pub mod cache;
 pub mod store;
 
 pub mod layer;
+
+pub mod sandbox;
 
 /// Images from OCI layouts and `docker save` archives into the store.
 pub mod load;

@@ -56,6 +56,9 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == kiln::sandbox::INIT_ARG) {
+        kiln::sandbox::init_main()
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Build(args) => build_command(&args),

@@ -10,6 +10,7 @@ mod layer;
 mod layer_diff;
 mod parse;
 mod robustness;
+mod sandbox;
 mod store;
 mod util;
 mod words;

@@ -1,0 +1,241 @@
+//! Which ids the sandbox's user namespace maps, and writing those maps from the build process.
+//!
+//! Consumes the caller's ids, `/etc/passwd`, `/etc/subuid`, `/etc/subgid` and `PATH`; produces
+//! an [`IdMapping`] and the writes to `/proc/PID/{uid_map,setgroups,gid_map}` (or runs the
+//! setuid `newuidmap`/`newgidmap` helpers). Must never run inside the sandbox: user_namespaces(7)
+//! only lets a process outside the namespace map ids other than its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::SandboxError;
+
+/// How many ids a ranged mapping covers: container ids 0..65536, as rootless Docker/BuildKit.
+pub const RANGE: u32 = 65536;
+
+/// The user namespace layout the sandbox uses on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMapping {
+    /// kiln runs as root: no user namespace, ids are the host's.
+    Host,
+    /// Rootless without helpers: only container id 0, mapped to the caller's uid and gid;
+    /// setgroups(2) is denied (user_namespaces(7), "/proc/PID/setgroups").
+    Single {
+        /// The caller's uid, container uid 0.
+        uid: u32,
+        /// The caller's gid, container gid 0.
+        gid: u32,
+    },
+    /// Rootless with `newuidmap`/`newgidmap` and subordinate ranges: container 0 is the
+    /// caller, container 1..65536 the first 65535 subordinate ids.
+    Ranges {
+        /// The caller's uid.
+        uid: u32,
+        /// The caller's gid.
+        gid: u32,
+        /// The first subordinate uid.
+        sub_uid: u32,
+        /// The first subordinate gid.
+        sub_gid: u32,
+        /// `newuidmap`.
+        newuidmap: PathBuf,
+        /// `newgidmap`.
+        newgidmap: PathBuf,
+    },
+}
+
+impl IdMapping {
+    /// Works out the mapping for the current process.
+    pub fn detect() -> IdMapping {
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        if uid == 0 {
+            return IdMapping::Host;
+        }
+        let helpers = (find_in_path("newuidmap"), find_in_path("newgidmap"));
+        let name = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|text| user_name(&text, uid));
+        let keys = [name.unwrap_or_default(), uid.to_string()];
+        let sub_uid = std::fs::read_to_string("/etc/subuid")
+            .ok()
+            .and_then(|text| subordinate_start(&text, &keys));
+        let sub_gid = std::fs::read_to_string("/etc/subgid")
+            .ok()
+            .and_then(|text| subordinate_start(&text, &keys));
+        match (helpers, sub_uid, sub_gid) {
+            ((Some(newuidmap), Some(newgidmap)), Some(sub_uid), Some(sub_gid)) => {
+                IdMapping::Ranges {
+                    uid,
+                    gid,
+                    sub_uid,
+                    sub_gid,
+                    newuidmap,
+                    newgidmap,
+                }
+            }
+            _ => IdMapping::Single { uid, gid },
+        }
+    }
+
+    /// True when the sandbox needs a user namespace.
+    pub fn rootless(&self) -> bool {
+        !matches!(self, IdMapping::Host)
+    }
+
+    /// True when container id `id` exists (uids and gids map alike).
+    pub fn maps(&self, id: u32) -> bool {
+        match self {
+            IdMapping::Host => true,
+            IdMapping::Single { .. } => id == 0,
+            IdMapping::Ranges { .. } => id < RANGE,
+        }
+    }
+
+    /// Writes the maps of the user namespace process `pid` has just created.
+    pub(crate) fn write(&self, pid: u32) -> Result<(), SandboxError> {
+        match self {
+            IdMapping::Host => Ok(()),
+            IdMapping::Single { uid, gid } => {
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                // gid_map may only be written by an unprivileged process after setgroups is
+                // denied (user_namespaces(7), since Linux 3.19).
+                write_file(&proc.join("uid_map"), &format!("0 {uid} 1\n"))?;
+                write_file(&proc.join("setgroups"), "deny")?;
+                write_file(&proc.join("gid_map"), &format!("0 {gid} 1\n"))
+            }
+            IdMapping::Ranges {
+                uid,
+                gid,
+                sub_uid,
+                sub_gid,
+                newuidmap,
+                newgidmap,
+            } => {
+                run_helper(newuidmap, pid, *uid, *sub_uid)?;
+                run_helper(newgidmap, pid, *gid, *sub_gid)
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, text).map_err(|source| SandboxError::IdMap {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn run_helper(tool: &Path, pid: u32, own: u32, sub: u32) -> Result<(), SandboxError> {
+    let ranges = [
+        "0",
+        &own.to_string(),
+        "1",
+        "1",
+        &sub.to_string(),
+        &(RANGE - 1).to_string(),
+    ];
+    let output = Command::new(tool)
+        .arg(pid.to_string())
+        .args(ranges)
+        .output()
+        .map_err(|source| SandboxError::IdMap {
+            path: tool.to_path_buf(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(SandboxError::IdMapHelper {
+        tool: tool.to_path_buf(),
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    })
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file())
+}
+
+/// The name of `uid` in passwd(5) text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
+/// The start of the first subuid(5)/subgid(5) range of any of `keys` (name or numeric id)
+/// that holds at least `RANGE - 1` ids.
+fn subordinate_start(text: &str, keys: &[String]) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let owner = fields.next()?;
+        let start = fields.next()?.parse::<u32>().ok()?;
+        let count = fields.next()?.parse::<u32>().ok()?;
+        let usable = !owner.is_empty() && keys.iter().any(|key| key == owner);
+        (usable && count >= RANGE - 1 && start.checked_add(RANGE - 1).is_some()).then_some(start)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_id() {
+        let keys = ["alice".to_string(), "1000".to_string()];
+        let table = [
+            ("alice:100000:65536\n", Some(100000)),
+            ("bob:100000:65536\n1000:200000:70000\n", Some(200000)),
+            ("alice:100000:1000\n", None),
+            ("alice:x:65536\n", None),
+            ("alice:4294967295:65536\n", None),
+            ("", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(subordinate_start(text, &keys), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn user_names_from_passwd() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nbad line\nalice:x:1000:1000::/home/a:/bin/sh\n";
+        let table = [(0, Some("root")), (1000, Some("alice")), (5, None)];
+        for (uid, want) in table {
+            assert_eq!(user_name(passwd, uid).as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn which_ids_exist() {
+        let single = IdMapping::Single {
+            uid: 1000,
+            gid: 1000,
+        };
+        let ranges = IdMapping::Ranges {
+            uid: 1000,
+            gid: 1000,
+            sub_uid: 100000,
+            sub_gid: 100000,
+            newuidmap: PathBuf::new(),
+            newgidmap: PathBuf::new(),
+        };
+        let table = [
+            (&IdMapping::Host, 70000, true),
+            (&single, 0, true),
+            (&single, 1, false),
+            (&ranges, 65535, true),
+            (&ranges, 65536, false),
+        ];
+        for (mapping, id, want) in table {
+            assert_eq!(mapping.maps(id), want, "{mapping:?} {id}");
+        }
+    }
+}

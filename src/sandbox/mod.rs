@@ -1,0 +1,535 @@
+//! The sandbox RUN steps execute in: kiln's own container runtime, no runc or daemon.
+//!
+//! Consumes a [`RunSpec`] (plain data: argv, env, cwd, ids, overlay dirs, mounts, network);
+//! produces the command's output, streamed to a callback, and its [`ExitStatus`]; the
+//! command's changes are left in `spec.rootfs.upper` for the layer differ. Must never fork
+//! the (multi-threaded) build process, never leave a mount or process behind, and never
+//! print.
+//!
+//! How: [`run`] spawns the kiln executable again as `kiln __kiln-sandbox-init` ([`INIT_ARG`])
+//! with a control socket on fd 3; that single-threaded init ([`init_main`]) does the
+//! privileged sequence (see `init.rs`). The build process only writes the user-namespace id
+//! maps when asked and reads the output pipes.
+//!
+//! Paths the sandbox may create inside the rootfs (so in `upper`), only when missing from the
+//! merged tree, and removes again after the command when still empty: the directories
+//! `/proc`, `/dev`, `/sys`, `/etc`, the empty files `/etc/hosts`, `/etc/resolv.conf`,
+//! `/etc/hostname`, and each RUN mount's target (an empty directory, or an empty file for a
+//! bind of a file) with its missing parent directories. Their parents keep their times, but
+//! a parent that existed only in a lower layer stays copied up in `upper` (same metadata as
+//! below). The working directory, when missing, is created and stays (a real change).
+
+mod caps;
+mod idmap;
+mod init;
+mod mounts;
+mod spec;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub use idmap::IdMapping;
+pub use init::init_main;
+pub use spec::{
+    default_capabilities, EtcFiles, ExitStatus, IdSpec, MountSpec, NetworkMode, RootfsSpec,
+    RunSpec, Step, Stream, DEFAULT_CAPABILITIES,
+};
+
+use spec::{Message, Request};
+
+/// The hidden first argument that turns the kiln executable into the sandbox init.
+pub const INIT_ARG: &str = "__kiln-sandbox-init";
+
+/// Why a sandboxed command could not run (its own non-zero exit is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The spec has no program.
+    #[error("expected a command to run, found an empty argv")]
+    EmptyArgv,
+    /// A capability name is not one the kernel headers know.
+    #[error("unknown capability `{name}`, expected a name such as CAP_CHOWN")]
+    UnknownCapability {
+        /// The name as given.
+        name: String,
+    },
+    /// A user or group id does not exist in the rootless user namespace.
+    #[error("id {id} is not mapped in the rootless user namespace (mapped: {mapped})")]
+    UnmappedId {
+        /// The uid or gid asked for.
+        id: u32,
+        /// The ids that are mapped, e.g. `0 only`.
+        mapped: &'static str,
+    },
+    /// The scratch directory (etc files, empty lower) could not be written.
+    #[error("cannot prepare sandbox files in {path}: {source}")]
+    Scratch {
+        /// The path that failed.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The init process could not be started.
+    #[error("cannot start the sandbox init {program}: {source}")]
+    Spawn {
+        /// The executable.
+        program: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Reading the command's output or talking to the init failed.
+    #[error("sandbox control channel failed: {source}")]
+    Control {
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The init sent something that is not a control message.
+    #[error("expected a sandbox control message, found {line:?}")]
+    Protocol {
+        /// The line received.
+        line: String,
+    },
+    /// The spec could not be encoded (a path that is not UTF-8).
+    #[error("cannot encode the sandbox spec: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// Writing a user namespace map failed.
+    #[error("cannot write the id map {path}: {source}")]
+    IdMap {
+        /// The map file or helper.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// newuidmap or newgidmap refused.
+    #[error("{tool} failed (exit code {code:?}): {stderr}")]
+    IdMapHelper {
+        /// The helper.
+        tool: PathBuf,
+        /// Its exit code.
+        code: Option<i32>,
+        /// What it said.
+        stderr: String,
+    },
+    /// The kernel refused the overlay mount (no overlayfs, or none in a user namespace).
+    #[error("overlay mount of the root filesystem is not available here: {source}")]
+    OverlayUnavailable {
+        /// The mount(2) error.
+        source: std::io::Error,
+    },
+    /// A step of the privileged sequence failed.
+    #[error("sandbox setup failed {step} ({subject}): {source}")]
+    Setup {
+        /// The step.
+        step: Step,
+        /// The path or name it worked on.
+        subject: String,
+        /// The errno.
+        source: std::io::Error,
+    },
+    /// `argv[0]` is not an executable file in the spec's `PATH`.
+    #[error("executable file `{program}` not found in $PATH")]
+    NotFound {
+        /// `argv[0]`.
+        program: String,
+    },
+    /// The init ended without reporting (killed from outside).
+    #[error("the sandbox init ended without a report (exit code {code:?}, signal {signal:?})")]
+    InitDied {
+        /// Its exit code.
+        code: Option<i32>,
+        /// The signal that killed it.
+        signal: Option<i32>,
+    },
+}
+
+/// What [`probe`] found works on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSupport {
+    /// The user namespace layout in use (`Host` when kiln runs as root).
+    pub id_mapping: IdMapping,
+}
+
+/// Runs `spec` in a new sandbox through the kiln executable (`/proc/self/exe`), streaming the
+/// command's output to `output` in chunks as they arrive (not split into lines). Returns how
+/// the command ended; a non-zero exit is `Ok`.
+pub fn run(
+    spec: &RunSpec,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<ExitStatus, SandboxError> {
+    run_with(Path::new("/proc/self/exe"), spec, output)
+}
+
+/// [`run`] with another executable as the init: one whose `main` calls [`init_main`] when its
+/// first argument is [`INIT_ARG`] (tests pass the kiln binary).
+pub fn run_with(
+    init: &Path,
+    spec: &RunSpec,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<ExitStatus, SandboxError> {
+    execute(init, spec, false, output)
+}
+
+/// Sets up a complete sandbox over an empty root filesystem without running anything: `Ok`
+/// when namespaces, id maps, overlay and every mount work here.
+pub fn probe() -> Result<HostSupport, SandboxError> {
+    probe_with(Path::new("/proc/self/exe"))
+}
+
+/// [`probe`] with another executable as the init (see [`run_with`]).
+pub fn probe_with(init: &Path) -> Result<HostSupport, SandboxError> {
+    let dir = tempfile::tempdir().map_err(|source| SandboxError::Scratch {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut paths = Vec::new();
+    for name in ["upper", "work", "target"] {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).map_err(|source| SandboxError::Scratch {
+            path: path.clone(),
+            source,
+        })?;
+        paths.push(path);
+    }
+    let [upper, work, target] =
+        <[PathBuf; 3]>::try_from(paths).map_err(|_| SandboxError::EmptyArgv)?;
+    let spec = RunSpec {
+        argv: vec!["/probe".into()],
+        env: Vec::new(),
+        cwd: "/".into(),
+        user: IdSpec {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        },
+        hostname: "probe".into(),
+        rootfs: RootfsSpec {
+            lower: Vec::new(),
+            upper,
+            work,
+            target,
+        },
+        mounts: Vec::new(),
+        network: NetworkMode::None,
+        etc: EtcFiles {
+            hosts: String::new(),
+            resolv_conf: String::new(),
+            hostname: String::new(),
+        },
+        capabilities: default_capabilities(),
+    };
+    execute(init, &spec, true, &mut |_, _| {})?;
+    Ok(HostSupport {
+        id_mapping: IdMapping::detect(),
+    })
+}
+
+/// Kills and reaps the init if `execute` leaves early; the pid namespace and every mount go
+/// with it.
+struct InitGuard(Child);
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn execute(
+    init: &Path,
+    spec: &RunSpec,
+    probe_only: bool,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<ExitStatus, SandboxError> {
+    let mapping = check_spec(spec)?;
+    let scratch = prepare_scratch(spec)?;
+    let request = Request {
+        spec: spec.clone(),
+        scratch: scratch.path().to_path_buf(),
+        rootless: mapping.rootless(),
+        single_id: matches!(mapping, IdMapping::Single { .. }),
+        probe_only,
+    };
+    let mut line = serde_json::to_vec(&request).map_err(SandboxError::Encode)?;
+    line.push(b'\n');
+
+    let (ours, theirs) = UnixStream::pair().map_err(|source| SandboxError::Control { source })?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = Command::new(init);
+    command
+        .arg(INIT_ARG)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe dup2/fcntl run. dup2 onto fd 3
+    // clears close-on-exec; when the socket already is fd 3, clear it by hand.
+    unsafe {
+        command.pre_exec(move || {
+            if theirs_fd == init::CONTROL_FD {
+                libc::fcntl(theirs_fd, libc::F_SETFD, 0);
+            } else if libc::dup2(theirs_fd, init::CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = command.spawn().map_err(|source| SandboxError::Spawn {
+        program: init.to_path_buf(),
+        source,
+    })?;
+    drop(theirs);
+    let mut guard = InitGuard(child);
+    (&ours)
+        .write_all(&line)
+        .map_err(|source| SandboxError::Control { source })?;
+
+    let pid = guard.0.id();
+    let stdout = guard.0.stdout.take();
+    let stderr = guard.0.stderr.take();
+    let report = pump(
+        &ours,
+        stdout,
+        stderr,
+        output,
+        &mut |message| match message {
+            Message::Unshared => {
+                mapping.write(pid)?;
+                let mut reply =
+                    serde_json::to_vec(&Message::MapsWritten).map_err(SandboxError::Encode)?;
+                reply.push(b'\n');
+                (&ours)
+                    .write_all(&reply)
+                    .map_err(|source| SandboxError::Control { source })
+            }
+            _ => Ok(()),
+        },
+    )?;
+    let status = guard
+        .0
+        .wait()
+        .map_err(|source| SandboxError::Control { source })?;
+    match report {
+        Report {
+            failure: Some(failure),
+            ..
+        } => Err(failure_error(failure)),
+        Report {
+            exited: Some(exited),
+            ..
+        } => Ok(exited),
+        _ => {
+            use std::os::unix::process::ExitStatusExt;
+            Err(SandboxError::InitDied {
+                code: status.code(),
+                signal: status.signal(),
+            })
+        }
+    }
+}
+
+/// Validates what can be checked before spawning and picks the id mapping.
+fn check_spec(spec: &RunSpec) -> Result<IdMapping, SandboxError> {
+    if spec.argv.is_empty() {
+        return Err(SandboxError::EmptyArgv);
+    }
+    caps::parse_set(&spec.capabilities).map_err(|name| SandboxError::UnknownCapability { name })?;
+    let mapping = IdMapping::detect();
+    let user = &spec.user;
+    let ids = [user.uid, user.gid]
+        .into_iter()
+        .chain(user.additional_gids.iter().copied());
+    for id in ids {
+        if !mapping.maps(id) {
+            let mapped = match mapping {
+                IdMapping::Single { .. } => "0 only",
+                _ => "0 to 65535",
+            };
+            return Err(SandboxError::UnmappedId { id, mapped });
+        }
+    }
+    Ok(mapping)
+}
+
+/// A temp dir beside the rootfs target with the `/etc` files and an empty lower directory.
+fn prepare_scratch(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
+    let parent = spec
+        .rootfs
+        .target
+        .parent()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let scratch = tempfile::Builder::new()
+        .prefix("sandbox-")
+        .tempdir_in(&parent)
+        .or_else(|_| tempfile::Builder::new().prefix("kiln-sandbox-").tempdir())
+        .map_err(|source| SandboxError::Scratch {
+            path: parent,
+            source,
+        })?;
+    let files = [
+        ("hosts", &spec.etc.hosts),
+        ("resolv.conf", &spec.etc.resolv_conf),
+        ("hostname", &spec.etc.hostname),
+    ];
+    for (name, text) in files {
+        let path = scratch.path().join(name);
+        std::fs::write(&path, text).map_err(|source| SandboxError::Scratch { path, source })?;
+    }
+    let lower = scratch.path().join("lower");
+    std::fs::create_dir(&lower).map_err(|source| SandboxError::Scratch {
+        path: lower,
+        source,
+    })?;
+    Ok(scratch)
+}
+
+/// The init's final words.
+#[derive(Default)]
+struct Report {
+    failure: Option<spec::Failure>,
+    exited: Option<ExitStatus>,
+}
+
+/// Reads stdout, stderr and the control socket until all three close, handing output chunks
+/// to `output` and control messages to `on_message` (failures and the exit are collected).
+fn pump(
+    control: &UnixStream,
+    mut stdout: Option<std::process::ChildStdout>,
+    mut stderr: Option<std::process::ChildStderr>,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    on_message: &mut dyn FnMut(&Message) -> Result<(), SandboxError>,
+) -> Result<Report, SandboxError> {
+    let control_error = |source| SandboxError::Control { source };
+    let mut fds: [RawFd; 3] = [
+        stdout.as_ref().map_or(-1, |s| s.as_raw_fd()),
+        stderr.as_ref().map_or(-1, |s| s.as_raw_fd()),
+        control.as_raw_fd(),
+    ];
+    let mut report = Report::default();
+    let mut pending = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    while fds.iter().any(|fd| *fd >= 0) {
+        let mut polls: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|fd| libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfd of the given length; negative fds are ignored.
+        let rc = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(control_error(error));
+        }
+        for (slot, poll) in polls.iter().enumerate() {
+            if poll.fd < 0 || poll.revents == 0 {
+                continue;
+            }
+            let read = match slot {
+                0 => stdout.as_mut().map(|s| s.read(&mut buffer)),
+                1 => stderr.as_mut().map(|s| s.read(&mut buffer)),
+                _ => Some((&*control).read(&mut buffer)),
+            };
+            let count = match read {
+                Some(Ok(count)) => count,
+                Some(Err(error)) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Some(Err(error)) => return Err(control_error(error)),
+                None => 0,
+            };
+            if count == 0 {
+                fds[slot] = -1;
+                continue;
+            }
+            let chunk = &buffer[..count];
+            match slot {
+                0 => output(Stream::Stdout, chunk),
+                1 => output(Stream::Stderr, chunk),
+                _ => {
+                    pending.extend_from_slice(chunk);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        let message: Message =
+                            serde_json::from_slice(&line).map_err(|_| SandboxError::Protocol {
+                                line: String::from_utf8_lossy(&line).trim_end().to_string(),
+                            })?;
+                        on_message(&message)?;
+                        match message {
+                            Message::Failed(failure) => {
+                                report.failure.get_or_insert(failure);
+                            }
+                            Message::Exited(status) => report.exited = Some(status),
+                            Message::Unshared | Message::MapsWritten => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn failure_error(failure: spec::Failure) -> SandboxError {
+    let source = std::io::Error::from_raw_os_error(failure.errno);
+    let unavailable = [libc::EPERM, libc::ENODEV, libc::EINVAL, libc::EOPNOTSUPP];
+    match failure.step {
+        Step::MountOverlay if unavailable.contains(&failure.errno) => {
+            SandboxError::OverlayUnavailable { source }
+        }
+        Step::Lookup => SandboxError::NotFound {
+            program: failure.subject,
+        },
+        step => SandboxError::Setup {
+            step,
+            subject: failure.subject,
+            source,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(step: Step, errno: i32) -> spec::Failure {
+        spec::Failure {
+            step,
+            subject: "x".into(),
+            errno,
+        }
+    }
+
+    #[test]
+    fn failures_map_to_typed_errors() {
+        let table = [
+            (
+                failure(Step::MountOverlay, libc::EPERM),
+                "overlay mount of the root filesystem is not available here",
+            ),
+            (
+                failure(Step::MountOverlay, libc::ENOENT),
+                "sandbox setup failed mounting the overlay (x)",
+            ),
+            (
+                failure(Step::Lookup, libc::ENOENT),
+                "executable file `x` not found in $PATH",
+            ),
+            (
+                failure(Step::PivotRoot, libc::EINVAL),
+                "sandbox setup failed pivoting the root (x)",
+            ),
+        ];
+        for (failure, want) in table {
+            let got = failure_error(failure).to_string();
+            assert!(got.starts_with(want), "{got}");
+        }
+    }
+}
