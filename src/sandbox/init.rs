@@ -412,8 +412,37 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
         return Ok(());
     }
 
-    // 14. execve(2) with exactly the spec's environment.
+    // 14. execve(2) with exactly the spec's environment. Ignored signals stay ignored across
+    //     execve (signal(7)): the Rust runtime ignores SIGPIPE and kiln's own parent may have
+    //     ignored others, so every disposition goes back to SIG_DFL and the mask is emptied,
+    //     as in a Docker container (`yes | head` must end `yes` by SIGPIPE).
+    reset_signals();
     exec(&spec.argv, &spec.env)
+}
+
+/// rt_sigaction(2) straight to the kernel, since libc refuses its reserved real-time signals:
+/// an all-zero kernel `struct sigaction` is SIG_DFL with no flags and an empty mask on every
+/// architecture. SIGKILL and SIGSTOP refuse, which is fine.
+fn reset_signals() {
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        // SAFETY: a zeroed sigaction of at least the kernel's size; no old action wanted.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u8>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: sigprocmask with an emptied set.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
 }
 
 fn mount_kernel_filesystems(request: &Request, plan: &MountPlan) -> StepResult<()> {

@@ -27,9 +27,10 @@ pub(crate) struct OverlayData {
 
 /// Builds the overlay data for `lower` (lowest first; overlayfs wants the top first), an
 /// `empty` directory used when there is no lower, `upper` and `work`. `userxattr` selects the
-/// `user.overlay.*` xattrs a mount inside a user namespace must use. Redirects and metacopy
-/// are off so every changed file or directory is whole in `upper` (the layer differ reads
-/// nothing else).
+/// `user.overlay.*` xattrs a mount inside a user namespace must use. Redirects are neither
+/// created nor followed (`nofollow`, the only mode `userxattr` accepts; plain `off` means
+/// `follow` on kernels built with redirect_always_follow) and metacopy is off, so every
+/// changed file or directory is whole in `upper` (the layer differ reads nothing else).
 pub(crate) fn overlay_data(
     lower: &[PathBuf],
     empty: &Path,
@@ -51,7 +52,7 @@ pub(crate) fn overlay_data(
         };
         let lowerdir: Option<Vec<String>> = lowers.iter().map(|path| show(path)).collect();
         let mut data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+            "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off",
             lowerdir?.join(":"),
             show(upper)?,
             show(work)?
@@ -328,9 +329,9 @@ mod tests {
     fn overlay_lowerdir_lists_the_top_layer_first() {
         let p = PathBuf::from;
         let table = [
-            (vec![p("/s/a"), p("/s/b")], false, "lowerdir=/s/b:/s/a,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off"),
-            (vec![], false, "lowerdir=/e,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off"),
-            (vec![p("/s/a:b,c")], true, "lowerdir=/s/a\\:b\\,c,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,userxattr"),
+            (vec![p("/s/a"), p("/s/b")], false, "lowerdir=/s/b:/s/a,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off"),
+            (vec![], false, "lowerdir=/e,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off"),
+            (vec![p("/s/a:b,c")], true, "lowerdir=/s/a\\:b\\,c,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off,userxattr"),
         ];
         for (lower, userxattr, want) in table {
             let got = overlay_data(

@@ -266,46 +266,64 @@ fn env_is_exactly_the_spec_and_a_missing_cwd_is_created() {
     assert_eq!((meta.is_dir(), meta.mode() & 0o7777), (true, 0o755));
 }
 
+/// `id -u; id -g; id -G` through the shell, and the signal, capability and no_new_privs lines
+/// of the status of a directly exec'd grep (a shell would ignore SIGQUIT for its children).
+fn identity(fixture: &Fixture, user: &IdSpec) -> Result<(String, String), SandboxError> {
+    let mut ids = fixture.spec("id -u; id -g; id -G");
+    ids.user = user.clone();
+    let mut status = fixture.spec("");
+    status.user = user.clone();
+    status.argv = [
+        "grep",
+        "-E",
+        "^(Sig(Blk|Ign)|Cap|NoNewPrivs)",
+        "/proc/self/status",
+    ]
+    .map(String::from)
+    .to_vec();
+    Ok((run(&ids)?.stdout, run(&status)?.stdout))
+}
+
+fn status_lines(permitted: &str) -> String {
+    format!(
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nCapInh:\t0000000000000000\n\
+         CapPrm:\t{permitted}\nCapEff:\t{permitted}\nCapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\nNoNewPrivs:\t1\n"
+    )
+}
+
 #[test]
 fn the_command_runs_as_the_spec_user_with_docker_capabilities() {
     if !ready("the_command_runs_as_the_spec_user_with_docker_capabilities") {
         return;
     }
     let fixture = Fixture::new();
-    let script = "id -u; id -g; id -G; grep -E '^(Cap|NoNewPrivs)' /proc/self/status";
-    let root = run(&fixture.spec(script)).unwrap();
-    let want_root = "0\n0\n0\nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n\
-                     CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n";
-    // With a single-id map the caller's own groups stay, unmapped (65534).
-    let got_root = match IdMapping::detect() {
-        IdMapping::Single { .. } => root
-            .stdout
-            .replacen("0\n0\n", "", 1)
-            .split_once('\n')
-            .map(|(_, rest)| rest.to_string()),
-        _ => root.stdout.strip_prefix("0\n0\n0\n").map(str::to_string),
+    let root = IdSpec {
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
     };
-    assert_eq!(
-        got_root.as_deref(),
-        want_root.strip_prefix("0\n0\n0\n"),
-        "{}",
-        root.stdout
-    );
+    let (ids, status) = identity(&fixture, &root).unwrap();
+    let mapping = IdMapping::detect();
+    // With a single-id map setgroups is denied: the caller's own groups stay, unmapped.
+    match mapping {
+        IdMapping::Single { .. } => assert!(ids.starts_with("0\n0\n"), "{ids}"),
+        _ => assert_eq!(ids, "0\n0\n0\n"),
+    }
+    assert_eq!(status, status_lines("00000000a80425fb"));
 
-    let mut spec = fixture.spec(script);
-    spec.user = IdSpec {
+    let user = IdSpec {
         uid: 1000,
         gid: 1001,
         additional_gids: vec![5, 20],
     };
-    match (IdMapping::detect(), run(&spec)) {
+    match (mapping, identity(&fixture, &user)) {
         (IdMapping::Single { .. }, Err(SandboxError::UnmappedId { id: 1000, .. })) => {}
-        (_, Ok(user)) => assert_eq!(
-            user.stdout,
-            "1000\n1001\n1001 5 20\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n\
-             CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n"
-        ),
-        (mapping, other) => panic!("{mapping:?}: {:?}", other.map(|o| o.stdout)),
+        (_, Ok((ids, status))) => {
+            assert_eq!(ids, "1000\n1001\n1001 5 20\n");
+            assert_eq!(status, status_lines("0000000000000000"));
+        }
+        (mapping, Err(error)) => panic!("{mapping:?}: {error}"),
     }
 }
 
@@ -316,9 +334,13 @@ fn namespaces_hostname_pid_and_etc_files() {
     }
     let fixture = Fixture::new();
     let script = "hostname; echo $$; ls /sys/class/net; cat /sys/class/net/lo/flags; \
-                  cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro";
+                  cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro; \
+                  touch /sys/x || echo sys-ro; ls /dev | tr '\\n' ' '; echo; \
+                  grep -E ' /dev/(pts|shm) ' /proc/mounts | cut -d' ' -f2,3";
     let got = run(&fixture.spec(script)).unwrap();
-    let want = "kiln-test\n1\nlo\n0x9\nkiln-test\n127.0.0.1 localhost kiln-test\nnameserver 192.0.2.1\nro\n";
+    let want = "kiln-test\n1\nlo\n0x9\nkiln-test\n127.0.0.1 localhost kiln-test\nnameserver 192.0.2.1\nro\nsys-ro\n\
+                fd full null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
+                /dev/pts devpts\n/dev/shm tmpfs\n";
     assert_eq!(got.stdout, want, "stderr: {}", got.stderr);
 
     let mut host = fixture.spec("ls /sys/class/net");
