@@ -33,6 +33,21 @@ pub enum Command {
     /// Look at and trim the build cache
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Print the whole output a RUN step wrote, by its cache key (as `kiln history` or the
+    /// metadata file shows it; a unique prefix is enough)
+    Logs(LogsArgs),
+}
+
+/// `kiln logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The step's cache key, `sha256:…` or a prefix of its hex digits
+    #[arg(value_name = "KEY")]
+    pub key: String,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Where the store is; every command that touches it takes this.
@@ -91,6 +106,10 @@ pub struct BuildArgs {
     /// The platform to build for, os/arch[/variant] (default: this machine's)
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
 
     /// Print only the image digest
     #[arg(short = 'q', long)]

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use crate::cli::{CacheCommand, ImageArgs, PruneArgs, RmiArgs, StoreArgs, TagArgs};
+use crate::cli::{CacheCommand, ImageArgs, LogsArgs, PruneArgs, RmiArgs, StoreArgs, TagArgs};
 use crate::{open_store, Failure};
-use kiln::cache::index::{CacheRecord, CACHE_KIND};
+use kiln::cache::index::{CacheRecord, CACHE_KIND, LOG_KIND};
 use kiln::digest::Digest;
 use kiln::image::{ImageConfig, Manifest};
 use kiln::progress::human_size;
@@ -371,5 +371,41 @@ fn cache_prune(args: &PruneArgs) -> Result<(), Failure> {
         summary.records_removed,
         human_size(summary.gc.bytes_freed)
     ))?;
+    Ok(())
+}
+
+/// `kiln logs KEY`: the whole output of the RUN step with that cache key.
+pub(crate) fn logs(args: &LogsArgs) -> Result<(), Failure> {
+    let store = open_store(&args.store.root)?;
+    let wanted = args.key.trim_start_matches("sha256:");
+    let matches: Vec<Digest> = store
+        .records(LOG_KIND)?
+        .into_iter()
+        .map(|info| info.id)
+        .filter(|id| id.hex().starts_with(wanted))
+        .collect();
+    let key = match matches.as_slice() {
+        [key] => key,
+        [] => {
+            return Err(Failure::Hinted {
+                message: format!("no RUN log for the key {}", args.key),
+                hint: Some("`kiln history IMAGE --no-trunc` shows each layer's cache key".into()),
+            })
+        }
+        _ => {
+            return Err(Failure::Hinted {
+                message: format!("the key prefix {} is ambiguous", args.key),
+                hint: Some("give more digits".into()),
+            })
+        }
+    };
+    let log: Digest = store
+        .get_record(LOG_KIND, key)?
+        .ok_or_else(|| anyhow::anyhow!("the log record of {key} vanished"))?;
+    let mut text = String::from_utf8_lossy(&store.read_blob(&log)?).into_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    print(&text)?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use cli::{BuildArgs, Cli, Command, ParseArgs, ParseFormat};
 use kiln::diagnostic::Diagnostic;
 use kiln::graph::{self, BuildOptions, GraphError, Platform};
 use kiln::progress::Progress;
-use kiln::solve::{self, BuildError, BuildOutcome, BuildRequest, NamedContext};
+use kiln::solve::{self, BuildError, BuildOutcome, BuildRequest, NamedContext, SecretSource};
 use kiln::store::{Reference, Store};
 use kiln::syntax::{self, ParseError, Warning};
 
@@ -56,7 +56,10 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == kiln::sandbox::INIT_ARG) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kiln::sandbox::INIT_ARG)
+    {
         kiln::sandbox::init_main()
     }
     let cli = Cli::parse();
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Tag(args) => commands::tag(&args),
         Command::Rmi(args) => commands::rmi(&args),
         Command::Cache(command) => commands::cache(&command),
+        Command::Logs(args) => commands::logs(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -340,6 +344,7 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
         no_cache_filter: args.no_cache_filter.clone(),
         build_contexts: named_contexts(&args.build_contexts)?,
         explain: args.explain,
+        secrets: secrets(&args.secrets)?,
     };
     let store = open_store(&args.store.root)?;
     let stderr = std::io::stderr();
@@ -410,6 +415,38 @@ fn named_contexts(given: &[String]) -> anyhow::Result<BTreeMap<String, NamedCont
         contexts.insert(name.to_ascii_lowercase(), context);
     }
     Ok(contexts)
+}
+
+/// `--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker's `type=file|env` and `source=`
+/// spellings too).
+fn secrets(given: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut secrets = BTreeMap::new();
+    for item in given {
+        let mut id = None;
+        let mut source = None;
+        for field in item.split(',') {
+            match field.split_once('=') {
+                Some(("id", value)) => id = Some(value.to_string()),
+                Some(("src" | "source", value)) => {
+                    source = Some(SecretSource::File(PathBuf::from(value)))
+                }
+                Some(("env", value)) => source = Some(SecretSource::Env(value.to_string())),
+                Some(("type", "file" | "env")) => {}
+                _ => anyhow::bail!(
+                    "invalid --secret '{item}': expected id=ID,src=FILE or id=ID,env=VAR"
+                ),
+            }
+        }
+        match (id, source) {
+            (Some(id), Some(source)) if !id.is_empty() => {
+                secrets.insert(id, source);
+            }
+            _ => {
+                anyhow::bail!("invalid --secret '{item}': expected id=ID,src=FILE or id=ID,env=VAR")
+            }
+        }
+    }
+    Ok(secrets)
 }
 
 /// `DIR[:TAG|@DIGEST]` of `oci-layout://`: a tag is the text after the last `:` when it

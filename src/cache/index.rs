@@ -16,6 +16,8 @@ pub const CACHE_KIND: &str = "cache";
 pub const STEP_KIND: &str = "step";
 /// Store record kind of stat caches, keyed by the digest of the context root path.
 pub const STAT_KIND: &str = "stat";
+/// Store record kind naming a RUN's output log blob, keyed by the step's cache key.
+pub const LOG_KIND: &str = "log";
 /// Store record kind of [`MemoRecord`]s, keyed by the context and the step's definition.
 pub const MEMO_KIND: &str = "memo";
 

@@ -43,6 +43,18 @@ pub struct BuildRequest {
     pub build_contexts: BTreeMap<String, NamedContext>,
     /// `--explain`: keep each missed step's full key difference in its report.
     pub explain: bool,
+    /// `--secret id=ID,src=FILE|env=VAR`: where each secret's value comes from.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a `--secret` is read from; its value never reaches a layer, a key, progress output
+/// or the metadata file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file's content.
+    File(PathBuf),
+    /// An environment variable of kiln's.
+    Env(String),
 }
 
 /// A `--build-context` source.
@@ -99,6 +111,9 @@ pub struct StepReport {
     /// `--explain`: the key's preimage marked against the step's last key.
     #[serde(skip)]
     pub explain: Option<String>,
+    /// RUN: the blob holding the command's whole output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<Digest>,
 }
 
 /// Why a build failed.
@@ -185,6 +200,7 @@ pub fn build(
         true => first,
         false => graph::lower(&parsed, &options)?,
     };
+    *driver.proxy_env.lock().unwrap_or_else(|e| e.into_inner()) = graph.proxy_env.clone();
     for warning in &graph.warnings {
         reporter.report(Event::Warning {
             message: warning.to_string(),
@@ -279,6 +295,10 @@ pub(crate) struct Driver<'a> {
     context_error: Mutex<Option<WalkError>>,
     hasher: OnceLock<ContentHasher>,
     reports: Mutex<Vec<StepReport>>,
+    /// The output log blob of each RUN vertex.
+    logs: Mutex<BTreeMap<VertexId, Digest>>,
+    /// Proxy variables given as build args, for RUN's environment only.
+    proxy_env: Mutex<BTreeMap<String, String>>,
     /// Filesystem steps by definition, so stages running the same step share one run.
     claims: Mutex<BTreeMap<Digest, Arc<Slot>>>,
     /// When the build started, RFC 3339 (history and config `created`).
@@ -303,6 +323,8 @@ impl<'a> Driver<'a> {
             hasher: OnceLock::new(),
             reports: Mutex::new(Vec::new()),
             claims: Mutex::new(BTreeMap::new()),
+            logs: Mutex::new(BTreeMap::new()),
+            proxy_env: Mutex::new(BTreeMap::new()),
             now_secs: now_time
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs()),
@@ -340,6 +362,51 @@ impl<'a> Driver<'a> {
             total: Some(bytes),
             completed: true,
         });
+    }
+
+    /// Keeps the log blob of a RUN vertex for its report.
+    pub fn keep_log(&self, vertex: VertexId, log: Digest) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(vertex, log);
+    }
+
+    /// The log blob of a vertex, once.
+    pub fn take_log(&self, vertex: VertexId) -> Option<Digest> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&vertex)
+    }
+
+    /// The proxy variables RUN gets in its environment.
+    pub fn proxy_env(&self) -> BTreeMap<String, String> {
+        self.proxy_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The value of secret `id`, if `--secret` gave one.
+    ///
+    /// # Errors
+    /// [`StepError::Io`] when its file cannot be read.
+    pub fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, StepError> {
+        match self.request.secrets.get(id) {
+            None => Ok(None),
+            Some(SecretSource::Env(name)) => {
+                Ok(std::env::var_os(name).map(|value| value.into_encoded_bytes()))
+            }
+            Some(SecretSource::File(path)) => {
+                std::fs::read(path)
+                    .map(Some)
+                    .map_err(|source| StepError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+        }
     }
 
     /// Claims the step with `definition`: the first caller runs it, later ones wait for it.

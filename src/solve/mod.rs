@@ -16,6 +16,8 @@ pub mod events;
 mod export;
 mod step;
 
-pub use engine::{build, BuildError, BuildOutcome, BuildRequest, NamedContext, StepReport};
+pub use engine::{
+    build, BuildError, BuildOutcome, BuildRequest, NamedContext, SecretSource, StepReport,
+};
 pub mod add;
 pub mod copy;

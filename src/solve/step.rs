@@ -10,8 +10,8 @@ use std::time::Instant;
 use crate::cache::contenthash::{self, StatCacheStorage};
 use crate::cache::explain;
 use crate::cache::index::{
-    CacheRecord, LayerRef, MemoRecord, StepLocator, StepRecord, CACHE_KIND, MEMO_KIND, STAT_KIND,
-    STEP_KIND,
+    CacheRecord, LayerRef, MemoRecord, StepLocator, StepRecord, CACHE_KIND, LOG_KIND, MEMO_KIND,
+    STAT_KIND, STEP_KIND,
 };
 use crate::cache::key::{self, BaseIdentity, CacheKey, Preimage, SourceIdentity};
 use crate::digest::{Digest, DigestWriter};
@@ -30,12 +30,47 @@ use crate::syntax::Command;
 
 use rayon::prelude::*;
 
+mod run;
+
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    /// RUN needs the sandbox, which is not part of kiln yet.
-    #[error("RUN is not supported yet: kiln cannot execute commands until its sandbox lands; only FROM, COPY, ADD, WORKDIR and config instructions can be built")]
-    RunUnsupported,
+    /// The command of a RUN failed.
+    #[error("process {:?} did not complete successfully: {}{}", command.join(" "), status.describe(), tail_text(tail))]
+    RunFailed {
+        /// What ran.
+        command: Vec<String>,
+        /// How it ended.
+        status: crate::sandbox::ExitStatus,
+        /// Its last lines of output.
+        tail: Vec<String>,
+    },
+    /// The sandbox could not run the command.
+    #[error("cannot run the command in the sandbox")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// A RUN mount kiln cannot make yet.
+    #[error("{what} are not supported yet")]
+    MountUnsupported {
+        /// What kind of mount.
+        what: String,
+    },
+    /// A required secret was not given with `--secret`.
+    #[error(
+        "secret {id:?} not found: expected `kiln build --secret id={id},src=FILE` (or env=VAR)"
+    )]
+    MissingSecret {
+        /// Its id.
+        id: String,
+    },
+    /// A file of the build could not be read or written.
+    #[error("cannot use {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A FROM or `--from` image is not in the store.
     #[error("image {reference:?} not found in the store")]
     ImageNotFound {
@@ -95,6 +130,14 @@ pub enum StepError {
     /// The build context or a stage a COPY reads from failed earlier.
     #[error("a source this step reads from failed earlier")]
     ContextUnavailable,
+}
+
+/// `\nlast lines:\n  …` for an error message, or nothing.
+fn tail_text(tail: &[String]) -> String {
+    match tail.is_empty() {
+        true => String::new(),
+        false => format!("\nlast lines of output:\n  {}", tail.join("\n  ")),
+    }
 }
 
 /// A layer of a stage: the blob as stored and its uncompressed digest.
@@ -318,15 +361,12 @@ impl StageRun<'_, '_> {
                 source: Box::new(source),
             };
             match &step.instruction.command {
-                Command::Run(_) => {
+                Command::Run(command) => {
                     index += 1;
-                    let vertex = self.driver.start(self.name(index, total, &step.text));
-                    self.driver.report(Event::Failed {
-                        vertex,
-                        duration: Default::default(),
-                        error: StepError::RunUnsupported.to_string(),
-                    });
-                    return Err(located(StepError::RunUnsupported));
+                    let name = self.name(index, total, &step.text);
+                    self.once(&mut state, step, |state| {
+                        self.run_command(state, step_index, step, command, name)
+                    })?;
                 }
                 Command::Workdir(path) => {
                     index += 1;
@@ -1015,6 +1055,13 @@ impl StageRun<'_, '_> {
         if !cached {
             self.driver.done(vertex, started);
         }
+        let log = self.driver.take_log(vertex);
+        if let Some(log) = &log {
+            // `kiln logs KEY` finds a RUN's whole output through its cache key.
+            if let Err(error) = self.driver.store.put_record(LOG_KIND, &key, &[*log], log) {
+                return Err(self.fail(vertex, started, step, error.into()));
+            }
+        }
         self.driver.record(StepReport {
             vertex,
             name,
@@ -1023,6 +1070,7 @@ impl StageRun<'_, '_> {
             duration: started.elapsed().as_secs_f64(),
             key: Some(key),
             layer: Some(layer.diff_id),
+            log,
             explain: explanation,
         });
         let created_by = match keyword {

@@ -267,12 +267,12 @@ fn errors_point_at_the_dockerfile() {
         run.stderr
     );
 
+    // No shell in an empty image: the RUN fails, located, whatever the sandbox can do here.
     let run_step = Project::new(&[("Dockerfile", "FROM scratch\nRUN echo hi\n")]);
     let run = run_step.build(&[]);
     assert_eq!(run.code, Some(1));
     assert!(
-        run.stderr
-            .contains(":2:1: error: RUN echo hi: RUN is not supported yet"),
+        run.stderr.contains(":2:1: error: RUN echo hi: "),
         "{}",
         run.stderr
     );
@@ -569,4 +569,88 @@ fn json_progress_is_one_event_per_line() {
         .any(|event| event["event"] == "miss"
             && event["reasons"][0] == "no earlier build of this step"));
     assert!(events.iter().any(|event| event["event"] == "done"));
+}
+
+/// True when kiln's sandbox works here; otherwise prints why the caller skips (and fails
+/// under `KILN_REQUIRE_PEERS`).
+fn sandbox_ready(test: &str) -> bool {
+    let init = std::path::Path::new(env!("CARGO_BIN_EXE_kiln"));
+    let busybox = std::path::Path::new("/bin/busybox");
+    let problem = match kiln::sandbox::probe_with(init) {
+        Err(error) => Some(format!("kiln's sandbox cannot run here: {error}")),
+        Ok(_) if !busybox.is_file() => Some("/bin/busybox (busybox-static) is missing".into()),
+        Ok(_) => None,
+    };
+    crate::util::peer_ready(test, problem)
+}
+
+/// A context whose base stage is busybox with its applets installed.
+fn busybox_project(rest: &str) -> Project {
+    let project = Project::new(&[(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{rest}"
+        ),
+    )]);
+    fs::copy("/bin/busybox", project.path("busybox")).expect("copies busybox");
+    project
+}
+
+#[test]
+fn run_steps_stream_output_cache_and_fail_with_their_exit_code() {
+    if !sandbox_ready("run_steps_stream_output_cache_and_fail_with_their_exit_code") {
+        return;
+    }
+    let project = busybox_project(
+        "RUN echo hello from run && echo to stderr >&2 && rm /bin/ls && echo made > /made\n",
+    );
+    let first = project.ok(&["-t", "ran"]);
+    assert!(
+        first.stderr.contains(" hello from run\n"),
+        "{}",
+        first.stderr
+    );
+    assert!(first.stderr.contains(" to stderr\n"), "{}", first.stderr);
+    let second = project.ok(&["-t", "ran"]);
+    assert!(second.ran().is_empty(), "ran: {:?}", second.ran());
+    assert_eq!(second.digest, first.digest);
+
+    // The whole output stays retrievable by the step's cache key.
+    let history = project.kiln(&["history", "--no-trunc", "ran"]);
+    let key = history
+        .stdout
+        .lines()
+        .find(|line| line.contains("RUN echo hello"))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("sha256:"))
+        })
+        .unwrap_or_else(|| panic!("no key in\n{}", history.stdout))
+        .to_string();
+    let logs = project.kiln(&["logs", &key]);
+    assert_eq!(logs.code, Some(0), "{}", logs.stderr);
+    assert!(
+        logs.stdout.contains("hello from run\nto stderr\n"),
+        "{}",
+        logs.stdout
+    );
+
+    project.write(
+        "Dockerfile",
+        &format!(
+            "{}RUN echo last words; exit 3\n",
+            fs::read_to_string(project.path("Dockerfile")).unwrap()
+        ),
+    );
+    let failed = project.build(&[]);
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed
+            .stderr
+            .contains(":5:1: error: RUN echo last words; exit 3: "),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.contains("exit code: 3"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("  last words"), "{}", failed.stderr);
 }

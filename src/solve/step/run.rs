@@ -1,0 +1,485 @@
+//! RUN: the command in kiln's sandbox on the stage's snapshots, its layer taken from the
+//! overlay's upper directory.
+//!
+//! What BuildKit does and kiln follows:
+//! - shell form runs through SHELL (default `/bin/sh -c`); exec form runs as is; a shell-form
+//!   command holding heredocs is handed to the shell with the bodies in place, and a command
+//!   that is a heredoc alone runs the body as the shell's script;
+//! - the environment is the image's `Env` plus every build arg in scope that has a value and
+//!   that `Env` does not set, plus the proxy args (which stay out of the cache key);
+//! - the key covers the command, shell, environment, in-scope args, user, working directory,
+//!   mounts (their options, never a cache mount's content or a secret's value) and network;
+//! - a missing working directory is created; `/etc/hosts`, `/etc/resolv.conf` and
+//!   `/etc/hostname` are mounted over and never reach the layer, nor do mount points the
+//!   sandbox made for RUN mounts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{StageRun, StageState, StepError};
+use crate::cache::key::{self, CacheKey};
+use crate::digest::Digest;
+use crate::graph::{Source, Step, StepMount};
+use crate::image::ImageConfig;
+use crate::layer::{self, DiffOptions, LayerEntry};
+use crate::sandbox::{self, MountSpec, NetworkMode, RunSpec, Stream};
+use crate::solve::config;
+use crate::solve::engine::BuildError;
+use crate::solve::events::{Event, VertexId};
+use crate::syntax::instruction::{CommandLine, MountType, Network, Run, Security};
+
+/// How many lines of a failed command's output its error repeats.
+const TAIL_LINES: usize = 10;
+
+/// Files the sandbox mounts over; they never belong to a layer.
+const MOUNTED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostname"];
+
+impl StageRun<'_, '_> {
+    /// RUN: keyed, then on a miss executed in the sandbox and committed from its upper dir.
+    pub(super) fn run_command(
+        &self,
+        state: &mut StageState,
+        step_index: usize,
+        step: &Step,
+        run: &Run,
+        name: String,
+    ) -> Result<(), BuildError> {
+        let vertex = self.driver.start(name.clone());
+        let started = Instant::now();
+        let plan = match self.plan_run(state, step, run) {
+            Ok(plan) => plan,
+            Err(error) => return Err(self.fail(vertex, started, step, error)),
+        };
+        let key = plan.key.clone();
+        let layers = state.layers.clone();
+        // Holds the upper directory the layer's entries point into until it is written.
+        let scratch = match self.driver.store.temp_dir() {
+            Ok(scratch) => scratch,
+            Err(error) => return Err(self.fail(vertex, started, step, error.into())),
+        };
+        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
+            self.execute(&plan, &layers, scratch.path(), vertex, started)
+        });
+        self.finish(
+            state, vertex, started, name, key.digest, step, outcome, "RUN",
+        )
+    }
+
+    /// The command, environment, user, mounts and key of a RUN, before anything runs.
+    fn plan_run(&self, state: &StageState, step: &Step, run: &Run) -> Result<RunPlan, StepError> {
+        let config = &state.config;
+        let shell = config::shell_of(config);
+        let argv = command_argv(&run.command, &run.heredocs, &shell);
+        let env = run_env(config, step);
+        let user = config.config.user.clone().unwrap_or_default();
+        let workdir = config
+            .config
+            .working_dir
+            .clone()
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        let network = match run.network {
+            Some(Network::None) => NetworkMode::None,
+            Some(Network::Host) | Some(Network::Default) | None => NetworkMode::Host,
+        };
+        let network_text = match run.network {
+            Some(Network::None) => "none",
+            Some(Network::Host) => "host",
+            Some(Network::Default) | None => "default",
+        };
+        let security = match run.security {
+            Some(Security::Insecure) => "insecure",
+            Some(Security::Sandbox) | None => "sandbox",
+        };
+        let mounts: Vec<String> = step.mounts.iter().map(mount_text).collect();
+        let (command, shell_used) = match &run.command {
+            CommandLine::Exec(words) => (words.clone(), None),
+            CommandLine::Shell(_) => (vec![argv.last().cloned().unwrap_or_default()], Some(shell)),
+        };
+        let key = key::run_key(&key::RunKeyInputs {
+            parent: &state.chain,
+            command: &command,
+            shell: shell_used.as_deref(),
+            env: &env,
+            args: &step.args,
+            user: &user,
+            workdir: &workdir,
+            mounts: &mounts,
+            network: network_text,
+            security,
+            text: &step.text,
+        });
+        let mut full_env = env;
+        for (name, value) in &self.graph_proxy_env() {
+            if !full_env
+                .iter()
+                .any(|entry| entry.split('=').next() == Some(name))
+            {
+                full_env.push(format!("{name}={value}"));
+            }
+        }
+        Ok(RunPlan {
+            key,
+            argv,
+            env: full_env,
+            user,
+            workdir,
+            network,
+            mounts: step.mounts.clone(),
+        })
+    }
+
+    /// Runs the planned command on `layers` and returns the entries of the layer it made.
+    fn execute(
+        &self,
+        plan: &RunPlan,
+        layers: &[super::LayerBlob],
+        scratch: &Path,
+        vertex: VertexId,
+        started: Instant,
+    ) -> Result<Vec<LayerEntry>, StepError> {
+        let store = self.driver.store;
+        let lower = layers
+            .iter()
+            .map(|layer| super::snapshot(store, layer))
+            .collect::<Result<Vec<PathBuf>, _>>()?;
+        let view = layer::RootfsView::new(lower.clone());
+        let lower_for_diff = lower.clone();
+        let user = match plan.user.is_empty() {
+            true => sandbox::IdSpec {
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+            },
+            false => {
+                let user = layer::lookup_user(&view, &plan.user)?;
+                sandbox::IdSpec {
+                    uid: user.uid,
+                    gid: user.gid,
+                    additional_gids: user.additional_gids,
+                }
+            }
+        };
+        let upper = scratch.join("upper");
+        let work = scratch.join("work");
+        let target = scratch.join("rootfs");
+        for dir in [&upper, &work, &target] {
+            std::fs::create_dir_all(dir).map_err(|source| StepError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let (mounts, ignore) = self.run_mounts(&plan.mounts, scratch)?;
+        let spec = RunSpec {
+            argv: plan.argv.clone(),
+            env: plan.env.clone(),
+            cwd: plan.workdir.clone(),
+            user,
+            hostname: "buildkitsandbox".to_string(),
+            rootfs: sandbox::RootfsSpec {
+                lower,
+                upper: upper.clone(),
+                work,
+                target,
+            },
+            mounts,
+            network: plan.network,
+            etc: sandbox::EtcFiles::default_for("buildkitsandbox"),
+            capabilities: sandbox::default_capabilities(),
+        };
+        let mut lines = Lines::new(|line: String| {
+            self.driver.report(Event::Log {
+                vertex,
+                elapsed: started.elapsed(),
+                line,
+            })
+        });
+        let status = sandbox::run(&spec, &mut |stream, bytes| lines.push(stream, bytes))?;
+        let output = lines.finish();
+        let log = output.join("\n");
+        let (log_digest, _) = store.put_blob(log.as_bytes())?;
+        self.driver.keep_log(vertex, log_digest);
+        if !status.success() {
+            let start = output.len().saturating_sub(TAIL_LINES);
+            return Err(StepError::RunFailed {
+                command: plan.argv.clone(),
+                status,
+                tail: output[start..].to_vec(),
+            });
+        }
+        let mut drop = ignore;
+        drop.extend(MOUNTED_FILES.iter().map(|path| path.to_string()));
+        Ok(layer::diff_upper(
+            &upper,
+            &DiffOptions {
+                ignore: drop,
+                lower: lower_for_diff,
+                ..DiffOptions::default()
+            },
+        )?)
+    }
+
+    /// The sandbox mounts of a RUN's `--mount`s, and the mount points the layer must drop.
+    fn run_mounts(
+        &self,
+        mounts: &[StepMount],
+        scratch: &Path,
+    ) -> Result<(Vec<MountSpec>, Vec<String>), StepError> {
+        let mut specs = Vec::new();
+        let mut points = Vec::new();
+        for (index, step_mount) in mounts.iter().enumerate() {
+            let mount = &step_mount.mount;
+            let target = mount.target.clone().unwrap_or_default();
+            points.push(target.trim_start_matches('/').to_string());
+            let spec = match mount.kind {
+                MountType::Tmpfs => MountSpec::Tmpfs {
+                    target,
+                    size: mount.size,
+                },
+                MountType::Cache => MountSpec::Bind {
+                    source: self.cache_mount_dir(mount)?,
+                    target,
+                    readonly: mount.read_only,
+                },
+                MountType::Bind => {
+                    let source = match &step_mount.source {
+                        None | Some(Source::Context) => {
+                            let context = self
+                                .driver
+                                .context()
+                                .map_err(|_| StepError::ContextUnavailable)?;
+                            let relative = mount.source.clone().unwrap_or_default();
+                            context.root().join(relative.trim_start_matches('/'))
+                        }
+                        Some(other) => {
+                            return Err(StepError::MountUnsupported {
+                                what: format!("bind mounts from {other:?}"),
+                            })
+                        }
+                    };
+                    MountSpec::Bind {
+                        source,
+                        target,
+                        readonly: mount.read_only,
+                    }
+                }
+                MountType::Secret => {
+                    let id = mount
+                        .id
+                        .clone()
+                        .or_else(|| {
+                            mount
+                                .target
+                                .as_deref()
+                                .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                        })
+                        .unwrap_or_default();
+                    let target = mount
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    points.pop();
+                    points.push(target.trim_start_matches('/').to_string());
+                    match self.driver.secret(&id)? {
+                        Some(value) => {
+                            let file = scratch.join(format!("secret-{index}"));
+                            write_private(&file, &value, mount.mode.unwrap_or(0o400))?;
+                            MountSpec::Bind {
+                                source: file,
+                                target,
+                                readonly: true,
+                            }
+                        }
+                        None if mount.required => return Err(StepError::MissingSecret { id }),
+                        None => continue,
+                    }
+                }
+                MountType::Ssh => {
+                    return Err(StepError::MountUnsupported {
+                        what: "ssh mounts".to_string(),
+                    })
+                }
+            };
+            specs.push(spec);
+        }
+        Ok((specs, points))
+    }
+
+    /// The store directory of a cache mount, made on first use with its uid, gid and mode.
+    fn cache_mount_dir(
+        &self,
+        mount: &crate::syntax::instruction::ResolvedMount,
+    ) -> Result<PathBuf, StepError> {
+        let id = mount
+            .id
+            .clone()
+            .or_else(|| mount.target.clone())
+            .unwrap_or_default();
+        let dir = self
+            .driver
+            .store
+            .root()
+            .join("kiln/cache-mounts")
+            .join(Digest::of(id.as_bytes()).hex());
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let mode = mount.mode.unwrap_or(0o755);
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|source| StepError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            // Without privileges the owner stays the caller; the sandbox maps it to root.
+            let _ = std::os::unix::fs::chown(
+                &dir,
+                Some(mount.uid.unwrap_or(0)),
+                Some(mount.gid.unwrap_or(0)),
+            );
+        }
+        Ok(dir)
+    }
+
+    fn graph_proxy_env(&self) -> BTreeMap<String, String> {
+        self.driver.proxy_env()
+    }
+}
+
+/// A RUN ready to execute.
+struct RunPlan {
+    key: CacheKey,
+    argv: Vec<String>,
+    env: Vec<String>,
+    user: String,
+    workdir: String,
+    network: NetworkMode,
+    mounts: Vec<StepMount>,
+}
+
+/// The argv of a RUN: exec form as is; shell form through `shell`, heredoc bodies in place
+/// (a command that is a heredoc alone runs the body as the script).
+pub(crate) fn command_argv(
+    command: &CommandLine,
+    heredocs: &[crate::syntax::Heredoc],
+    shell: &[String],
+) -> Vec<String> {
+    let text = match command {
+        CommandLine::Exec(words) => return words.clone(),
+        CommandLine::Shell(text) => text,
+    };
+    let script = match heredocs {
+        [only] if is_lone_marker(text, only) => only.body(),
+        [] => text.clone(),
+        docs => {
+            let mut script = text.clone();
+            for doc in docs {
+                script.push('\n');
+                script.push_str(&doc.body());
+                if !script.ends_with('\n') {
+                    script.push('\n');
+                }
+                script.push_str(&doc.name);
+            }
+            script
+        }
+    };
+    let mut argv = shell.to_vec();
+    argv.push(script);
+    argv
+}
+
+/// True when the command text is nothing but the heredoc's marker (`<<EOF`, `<<-"EOF"`).
+fn is_lone_marker(text: &str, doc: &crate::syntax::Heredoc) -> bool {
+    let marker = text
+        .trim()
+        .trim_start_matches("<<")
+        .trim_start_matches('-')
+        .trim_matches(|c| c == '"' || c == '\'');
+    text.trim().starts_with("<<") && marker == doc.name
+}
+
+/// The environment of a RUN: the image's `Env`, then each in-scope build arg with a value
+/// that `Env` does not set (BuildKit's order).
+pub(crate) fn run_env(config: &ImageConfig, step: &Step) -> Vec<String> {
+    let mut env: Vec<String> = config.config.env.clone().unwrap_or_default();
+    for (name, value) in &step.args {
+        let Some(value) = value else { continue };
+        if !env
+            .iter()
+            .any(|entry| entry.split('=').next() == Some(name.as_str()))
+        {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    env
+}
+
+/// A mount as its cache key sees it: every option, in a fixed order.
+fn mount_text(mount: &StepMount) -> String {
+    let m = &mount.mount;
+    format!(
+        "type={:?},from={:?},source={:?},target={:?},ro={},id={:?},sharing={:?},mode={:?},uid={:?},gid={:?},size={:?},required={},env={:?},src={:?}",
+        m.kind, m.from, m.source, m.target, m.read_only, m.id, m.sharing, m.mode, m.uid, m.gid, m.size, m.required, m.env, mount.source
+    )
+}
+
+/// Writes a secret where only the sandbox reads it.
+fn write_private(path: &Path, value: &[u8], mode: u32) -> Result<(), StepError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    std::io::Write::write_all(&mut file, value).map_err(io)
+}
+
+/// Splits a command's output into lines for progress, keeping all of them for the log.
+struct Lines<F: FnMut(String)> {
+    emit: F,
+    partial: [Vec<u8>; 2],
+    all: Vec<String>,
+}
+
+impl<F: FnMut(String)> Lines<F> {
+    fn new(emit: F) -> Self {
+        Lines {
+            emit,
+            partial: [Vec::new(), Vec::new()],
+            all: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        let slot = match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        };
+        self.partial[slot].extend_from_slice(bytes);
+        while let Some(end) = self.partial[slot].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial[slot].drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            self.all.push(text.clone());
+            (self.emit)(text);
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        for slot in 0..2 {
+            if !self.partial[slot].is_empty() {
+                let text = String::from_utf8_lossy(&self.partial[slot]).into_owned();
+                self.all.push(text.clone());
+                (self.emit)(text);
+            }
+        }
+        self.all
+    }
+}
