@@ -316,6 +316,11 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
     die_with_parent();
     // SAFETY: umask with a constant; Docker's default for the command.
     unsafe { libc::umask(0o022) };
+    // A session and process group of its own (setsid(2)): process groups span pid
+    // namespaces, so `kill 0` in the command would otherwise signal kiln, and a terminal's
+    // Ctrl-C reaches the command only through the init's death (PR_SET_PDEATHSIG).
+    // SAFETY: setsid takes no arguments; a forked child is never a group leader.
+    check(unsafe { libc::setsid() }).map_err(|e| fail(Step::Fork, "setsid", e))?;
 
     // 6. A mount namespace of its own (unshare(2) CLONE_NEWNS) so that pivot_root below does
     //    not move the init's root too (pivot_root(2) moves every process of the namespace

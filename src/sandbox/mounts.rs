@@ -30,7 +30,9 @@ pub(crate) struct OverlayData {
 /// `user.overlay.*` xattrs a mount inside a user namespace must use. Redirects are neither
 /// created nor followed (`nofollow`, the only mode `userxattr` accepts; plain `off` means
 /// `follow` on kernels built with redirect_always_follow) and metacopy is off, so every
-/// changed file or directory is whole in `upper` (the layer differ reads nothing else).
+/// changed file or directory is whole in `upper` (the layer differ reads nothing else). The
+/// inodes index is off so snapshots may serve as lowers of several mounts at once (as
+/// containerd's snapshotter mounts them).
 pub(crate) fn overlay_data(
     lower: &[PathBuf],
     empty: &Path,
@@ -52,7 +54,7 @@ pub(crate) fn overlay_data(
         };
         let lowerdir: Option<Vec<String>> = lowers.iter().map(|path| show(path)).collect();
         let mut data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off",
+            "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=nofollow,metacopy=off",
             lowerdir?.join(":"),
             show(upper)?,
             show(work)?
@@ -329,9 +331,9 @@ mod tests {
     fn overlay_lowerdir_lists_the_top_layer_first() {
         let p = PathBuf::from;
         let table = [
-            (vec![p("/s/a"), p("/s/b")], false, "lowerdir=/s/b:/s/a,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off"),
-            (vec![], false, "lowerdir=/e,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off"),
-            (vec![p("/s/a:b,c")], true, "lowerdir=/s/a\\:b\\,c,upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off,userxattr"),
+            (vec![p("/s/a"), p("/s/b")], false, "lowerdir=/s/b:/s/a,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off"),
+            (vec![], false, "lowerdir=/e,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off"),
+            (vec![p("/s/a:b,c")], true, "lowerdir=/s/a\\:b\\,c,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off,userxattr"),
         ];
         for (lower, userxattr, want) in table {
             let got = overlay_data(

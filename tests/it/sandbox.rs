@@ -170,6 +170,9 @@ fn output_streams_separately_and_exit_codes_come_back() {
             "{script}"
         );
     }
+    // A process group of its own: `kill 0` must not reach this test process.
+    let got = run(&fixture.spec("kill -USR1 0; echo survived")).unwrap();
+    assert_eq!(got.stdout, "survived\n");
     let mut missing = fixture.spec("");
     missing.argv = vec!["no-such-tool".into()];
     let error = run(&missing).err().map(|e| e.to_string());
