@@ -164,31 +164,19 @@ pub fn chown_ids(view: &RootfsView, spec: &str) -> Result<Chown> {
     Ok(out)
 }
 
-/// BuildKit's fast path: `uid`, `uid:gid`, with `root` meaning 0, and no file lookups.
-fn fast_path(spec: &str) -> Option<(u32, u32)> {
-    let id = |text: &str| {
-        if text == "root" {
-            Some(0)
-        } else {
-            numeric_id(text)
-        }
-    };
-    if spec.is_empty() {
-        return Some((0, 0));
-    }
-    match spec.split_once(':') {
-        None => id(spec).map(|uid| (uid, uid)),
-        Some((user, group)) => Some((id(user)?, id(group)?)),
-    }
-}
-
 /// Resolves a `USER` spec the way BuildKit's executor does; see the module doc.
 ///
 /// # Errors
 /// [`LayerError::UnknownUser`] for a user name (or out-of-range id) passwd lacks,
 /// [`LayerError::UnknownGroup`] likewise for a group, and errors reading the files.
 pub fn lookup_user(view: &RootfsView, spec: &str) -> Result<ExecUser> {
-    if let Some((uid, gid)) = fast_path(spec) {
+    // BuildKit's executor skips the files only for a numeric `uid:gid`; anything else,
+    // a lone uid included, goes through runc's GetExecUser: primary group, supplementary
+    // groups and home from passwd when the user is listed, gid 0 and HOME=/ when not.
+    let numeric_pair = spec
+        .split_once(':')
+        .and_then(|(user, group)| numeric_id(user).zip(numeric_id(group)));
+    if let Some((uid, gid)) = numeric_pair {
         return Ok(ExecUser {
             uid,
             gid,
@@ -311,15 +299,15 @@ mod tests {
         assert_eq!(got.unknown_group.as_deref(), Some("nogroup"));
     }
 
-    /// Numeric ids never read the rootfs: they work even over a snapshot that is gone, where
-    /// a name must fail.
+    /// Numeric `uid:gid` never reads the rootfs: it works even over a snapshot that is gone,
+    /// where a name must fail.
     #[test]
     fn numeric_ids_need_no_files() {
         let gone = tempfile::tempdir().unwrap().path().to_path_buf();
         let view = RootfsView::new(vec![gone]);
         let got = chown_ids(&view, "5:6").unwrap();
         assert_eq!((got.uid, got.gid), (5, 6));
-        assert_eq!(lookup_user(&view, "7").unwrap().gid, 7);
+        assert_eq!(lookup_user(&view, "7:8").unwrap().gid, 8);
         assert!(matches!(
             chown_ids(&view, "alice"),
             Err(LayerError::Fs { .. })
@@ -336,11 +324,12 @@ mod tests {
             home: home.to_string(),
         };
         let cases = [
-            ("", user(0, 0, &[], "/")),
-            ("1000", user(1000, 1000, &[], "/")),
+            ("", user(0, 0, &[], "/root")),
+            ("1000", user(1000, 0, &[], "/")),
+            ("1001", user(1001, 1002, &[50, 10], "/home/alice")),
             ("1000:5", user(1000, 5, &[], "/")),
-            ("root", user(0, 0, &[], "/")),
-            ("root:root", user(0, 0, &[], "/")),
+            ("root", user(0, 0, &[], "/root")),
+            ("root:root", user(0, 0, &[], "/root")),
             ("alice", user(1001, 1002, &[50, 10], "/home/alice")),
             ("alice:staff", user(1001, 50, &[], "/home/alice")),
             ("alice:99", user(1001, 99, &[], "/home/alice")),

@@ -59,6 +59,9 @@ pub fn scratch_config(platform: &Platform) -> ImageConfig {
 pub struct StageConfigState {
     /// True once this stage (not its base) set CMD: ENTRYPOINT then keeps it.
     pub cmd_set: bool,
+    /// Build args declared after any ENV of the same name: their value, not the ENV's, is
+    /// what RUN sees (the later declaration wins, as BuildKit does).
+    pub args_over_env: std::collections::BTreeSet<String>,
 }
 
 /// The default shell for shell-form commands.
@@ -112,6 +115,7 @@ pub fn apply(
             let env = runtime.env.get_or_insert_with(Vec::new);
             for pair in pairs {
                 set_env(env, &pair.key, &pair.value);
+                state.args_over_env.remove(&pair.key);
             }
             format!("ENV {}", key_values(pairs))
         }
@@ -188,6 +192,9 @@ pub fn apply(
             format!("MAINTAINER {name}")
         }
         Command::Arg(declarations) => {
+            state
+                .args_over_env
+                .extend(declarations.iter().map(|arg| arg.name.clone()));
             let words: Vec<String> = declarations
                 .iter()
                 .map(|arg| match &arg.default {

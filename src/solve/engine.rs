@@ -212,7 +212,13 @@ pub fn build(
         .stages
         .iter()
         .flat_map(|stage| &stage.steps)
-        .any(|step| step.source == Some(graph::Source::Context));
+        .any(|step| {
+            step.source == Some(graph::Source::Context)
+                || step
+                    .mounts
+                    .iter()
+                    .any(|mount| mount.source == Some(graph::Source::Context))
+        });
     if reads_context {
         driver.context()?;
     }

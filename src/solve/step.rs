@@ -364,8 +364,9 @@ impl StageRun<'_, '_> {
                 Command::Run(command) => {
                     index += 1;
                     let name = self.name(index, total, &step.text);
+                    let args_over_env = &config_state.args_over_env;
                     self.once(&mut state, step, |state| {
-                        self.run_command(state, step_index, step, command, name)
+                        self.run_command(state, step_index, step, command, args_over_env, name)
                     })?;
                 }
                 Command::Workdir(path) => {

@@ -13,7 +13,7 @@
 //!   `/etc/hostname` are mounted over and never reach the layer, nor do mount points the
 //!   sandbox made for RUN mounts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -32,6 +32,9 @@ use crate::syntax::instruction::{CommandLine, MountType, Network, Run, Security}
 /// How many lines of a failed command's output its error repeats.
 const TAIL_LINES: usize = 10;
 
+/// Directories the runtime mounts on; a layer made by RUN has them even when empty.
+const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
 /// Files the sandbox mounts over; they never belong to a layer.
 const MOUNTED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostname"];
 
@@ -43,11 +46,12 @@ impl StageRun<'_, '_> {
         step_index: usize,
         step: &Step,
         run: &Run,
+        args_over_env: &BTreeSet<String>,
         name: String,
     ) -> Result<(), BuildError> {
         let vertex = self.driver.start(name.clone());
         let started = Instant::now();
-        let plan = match self.plan_run(state, step, run) {
+        let plan = match self.plan_run(state, step, run, args_over_env) {
             Ok(plan) => plan,
             Err(error) => return Err(self.fail(vertex, started, step, error)),
         };
@@ -67,11 +71,17 @@ impl StageRun<'_, '_> {
     }
 
     /// The command, environment, user, mounts and key of a RUN, before anything runs.
-    fn plan_run(&self, state: &StageState, step: &Step, run: &Run) -> Result<RunPlan, StepError> {
+    fn plan_run(
+        &self,
+        state: &StageState,
+        step: &Step,
+        run: &Run,
+        args_over_env: &BTreeSet<String>,
+    ) -> Result<RunPlan, StepError> {
         let config = &state.config;
         let shell = config::shell_of(config);
         let argv = command_argv(&run.command, &run.heredocs, &shell);
-        let env = run_env(config, step);
+        let env = run_env(config, step, args_over_env);
         let user = config.config.user.clone().unwrap_or_default();
         let workdir = config
             .config
@@ -146,21 +156,18 @@ impl StageRun<'_, '_> {
             .collect::<Result<Vec<PathBuf>, _>>()?;
         let view = layer::RootfsView::new(lower.clone());
         let lower_for_diff = lower.clone();
-        let user = match plan.user.is_empty() {
-            true => sandbox::IdSpec {
-                uid: 0,
-                gid: 0,
-                additional_gids: Vec::new(),
-            },
-            false => {
-                let user = layer::lookup_user(&view, &plan.user)?;
-                sandbox::IdSpec {
-                    uid: user.uid,
-                    gid: user.gid,
-                    additional_gids: user.additional_gids,
-                }
-            }
+        // The user as the process runs: an empty USER is root, looked up like any other
+        // for its home.
+        let exec_user = layer::lookup_user(&view, &plan.user)?;
+        let user = sandbox::IdSpec {
+            uid: exec_user.uid,
+            gid: exec_user.gid,
+            additional_gids: exec_user.additional_gids,
         };
+        let mut env = plan.env.clone();
+        if !env.iter().any(|entry| entry.starts_with("HOME=")) {
+            env.push(format!("HOME={}", exec_user.home));
+        }
         let upper = scratch.join("upper");
         let work = scratch.join("work");
         let target = scratch.join("rootfs");
@@ -173,7 +180,7 @@ impl StageRun<'_, '_> {
         let (mounts, ignore) = self.run_mounts(&plan.mounts, scratch)?;
         let spec = RunSpec {
             argv: plan.argv.clone(),
-            env: plan.env.clone(),
+            env,
             cwd: plan.workdir.clone(),
             user,
             hostname: "buildkitsandbox".to_string(),
@@ -210,14 +217,31 @@ impl StageRun<'_, '_> {
         }
         let mut drop = ignore;
         drop.extend(MOUNTED_FILES.iter().map(|path| path.to_string()));
-        Ok(layer::diff_upper(
+        let mut entries = layer::diff_upper(
             &upper,
             &DiffOptions {
                 ignore: drop,
                 lower: lower_for_diff,
                 ..DiffOptions::default()
             },
-        )?)
+        )?;
+        // The runtime makes the mount points of /dev, /proc and /sys in an image that lacks
+        // them, and BuildKit's layer keeps them as empty directories.
+        for dir in RUNTIME_DIRS {
+            let missing = view.lookup(dir, layer::Follow::NotLast)?.is_none();
+            if missing && !entries.iter().any(|entry| entry.path == dir) {
+                entries.push(LayerEntry {
+                    path: dir.to_string(),
+                    kind: layer::EntryKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: super::timestamp(self.driver.now_time),
+                    xattrs: Vec::new(),
+                });
+            }
+        }
+        Ok(entries)
     }
 
     /// The sandbox mounts of a RUN's `--mount`s, and the mount points the layer must drop.
@@ -252,6 +276,16 @@ impl StageRun<'_, '_> {
                             let relative = mount.source.clone().unwrap_or_default();
                             context.root().join(relative.trim_start_matches('/'))
                         }
+                        Some(Source::Stage(index)) => {
+                            let stage = self
+                                .stage_state(*index)
+                                .ok_or(StepError::ContextUnavailable)?;
+                            let view = self.view(&stage.layers)?;
+                            let dir = scratch.join(format!("bind-{index}-{}", specs.len()));
+                            let source = mount.source.clone().unwrap_or_default();
+                            materialize(&view, &source, &dir, !mount.read_only)?;
+                            dir
+                        }
                         Some(other) => {
                             return Err(StepError::MountUnsupported {
                                 what: format!("bind mounts from {other:?}"),
@@ -285,6 +319,12 @@ impl StageRun<'_, '_> {
                         Some(value) => {
                             let file = scratch.join(format!("secret-{index}"));
                             write_private(&file, &value, mount.mode.unwrap_or(0o400))?;
+                            // Without privileges the owner stays the caller (root inside).
+                            let _ = std::os::unix::fs::chown(
+                                &file,
+                                Some(mount.uid.unwrap_or(0)),
+                                Some(mount.gid.unwrap_or(0)),
+                            );
                             MountSpec::Bind {
                                 source: file,
                                 target,
@@ -401,17 +441,22 @@ fn is_lone_marker(text: &str, doc: &crate::syntax::Heredoc) -> bool {
     text.trim().starts_with("<<") && marker == doc.name
 }
 
-/// The environment of a RUN: the image's `Env`, then each in-scope build arg with a value
-/// that `Env` does not set (BuildKit's order).
-pub(crate) fn run_env(config: &ImageConfig, step: &Step) -> Vec<String> {
+/// The environment of a RUN: the image's `Env`, then each in-scope build arg with a value:
+/// added when `Env` lacks it, replacing the `Env` value when the ARG was declared after the
+/// ENV of that name (`args_over_env`), as BuildKit does.
+pub(crate) fn run_env(
+    config: &ImageConfig,
+    step: &Step,
+    args_over_env: &BTreeSet<String>,
+) -> Vec<String> {
     let mut env: Vec<String> = config.config.env.clone().unwrap_or_default();
     for (name, value) in &step.args {
         let Some(value) = value else { continue };
-        if !env
+        let present = env
             .iter()
-            .any(|entry| entry.split('=').next() == Some(name.as_str()))
-        {
-            env.push(format!("{name}={value}"));
+            .any(|entry| entry.split('=').next() == Some(name.as_str()));
+        if !present || args_over_env.contains(name) {
+            config::set_env(&mut env, name, value);
         }
     }
     env
@@ -482,4 +527,50 @@ impl<F: FnMut(String)> Lines<F> {
         }
         self.all
     }
+}
+
+/// Lays the subtree `source` of `view` out at `dir` for a bind mount: hard links to the
+/// snapshot files for a read-only mount (the snapshot cannot be written through a read-only
+/// bind), copies for a writable one (whose writes are thrown away with `dir`).
+fn materialize(
+    view: &layer::RootfsView,
+    source: &str,
+    dir: &Path,
+    writable: bool,
+) -> Result<(), StepError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StepError::Io { path, source }
+    };
+    let top = view
+        .lookup(source, layer::Follow::All)?
+        .map(|found| found.path)
+        .unwrap_or_else(|| "/".to_string());
+    for found in view.walk(&top)? {
+        let relative = found
+            .path
+            .strip_prefix(top.trim_end_matches('/'))
+            .unwrap_or(&found.path)
+            .trim_start_matches('/');
+        let dest = match relative.is_empty() {
+            true => dir.to_path_buf(),
+            false => dir.join(relative),
+        };
+        match found.metadata.kind {
+            layer::FileKind::Dir => std::fs::create_dir_all(&dest).map_err(io(&dest))?,
+            layer::FileKind::Symlink => {
+                let target = found.metadata.link_target.clone().unwrap_or_default();
+                std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?
+            }
+            layer::FileKind::File if writable => std::fs::copy(&found.host_path, &dest)
+                .map(|_| ())
+                .map_err(io(&dest))?,
+            layer::FileKind::File => {
+                std::fs::hard_link(&found.host_path, &dest).map_err(io(&dest))?
+            }
+            // Devices, fifos and sockets are not worth a bind mount's trouble.
+            _ => {}
+        }
+    }
+    Ok(())
 }
