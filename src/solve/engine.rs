@@ -222,11 +222,7 @@ pub fn build(
     if reads_context {
         driver.context()?;
     }
-    let stage_count = parsed
-        .instructions
-        .iter()
-        .filter(|instruction| matches!(instruction.command, Command::From(_)))
-        .count();
+    let stage_count = label_count(&parsed, &graph);
     let states = driver.run_stages(&graph, &bases, stage_count)?;
     let target = states
         .get(&graph.target)
@@ -413,6 +409,11 @@ impl<'a> Driver<'a> {
                     })
             }
         }
+    }
+
+    /// True the first time `id` is asked about in this build.
+    pub fn first_use(&self, id: Digest) -> bool {
+        matches!(self.claim(id), Claim::First(_))
     }
 
     /// Claims the step with `definition`: the first caller runs it, later ones wait for it.
@@ -668,6 +669,36 @@ impl<'a> Driver<'a> {
         }
         Ok(board.into_states())
     }
+}
+
+/// How many states BuildKit's frontend juggles, which decides whether unnamed stages get
+/// `stage-N` labels: the Dockerfile's stages plus one per image a `COPY --from` or a RUN
+/// mount reads, and one for the scratch source of cache mounts (checked on dockerd 20.10:
+/// a single stage with a cache mount is shown as `[stage-0 1/2]`).
+fn label_count(parsed: &syntax::Parsed, graph: &BuildGraph) -> usize {
+    let stages = parsed
+        .instructions
+        .iter()
+        .filter(|instruction| matches!(instruction.command, Command::From(_)))
+        .count();
+    let mut images = std::collections::BTreeSet::new();
+    for step in graph.stages.iter().flat_map(|stage| &stage.steps) {
+        if let Some(graph::Source::Image(image)) = &step.source {
+            images.insert(image.clone());
+        }
+        for mount in &step.mounts {
+            match &mount.source {
+                Some(graph::Source::Image(image)) => {
+                    images.insert(image.clone());
+                }
+                Some(graph::Source::Scratch) => {
+                    images.insert("scratch".to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    stages + images.len()
 }
 
 /// How progress labels a stage: its name; `stage-N` when unnamed in a multi-stage

@@ -472,12 +472,15 @@ impl StageRun<'_, '_> {
                     .get(reference)
                     .ok_or(BuildError::DependencyFailed)?;
                 *index += 1;
-                let vertex =
-                    self.driver
-                        .start(self.name(*index, total, &format!("FROM {}", base.name)));
-                let started = Instant::now();
+                // One vertex per base image and platform, however many stages start from it
+                // (BuildKit merges them); the image is in the store already, so it is cached.
+                let identity = key::from_key(&base.identity(), &platform).digest;
+                if self.driver.first_use(identity) {
+                    let name = self.name(*index, total, &format!("FROM {}", base.name));
+                    let vertex = self.driver.start(name);
+                    self.driver.report(Event::Cached { vertex });
+                }
                 let layers = base_layers(&base.manifest, &base.config);
-                self.driver.done(vertex, started);
                 let mut config = base.config.clone();
                 // Triggers run once, in the stage built on the image; they are not inherited.
                 config.config.on_build = None;
