@@ -22,6 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::caps;
+use super::copy;
 use super::mounts::{self, PointKind, Stub};
 use super::spec::{ExitStatus, Failure, Message, MountSpec, NetworkMode, Request, Step};
 
@@ -155,9 +156,25 @@ fn init(control: &UnixStream) -> StepResult<ExitStatus> {
     )
     .map_err(|e| fail(Step::MakeSlave, "/", e))?;
 
-    // 4. The overlay: snapshots below, the fresh upper on top, mounted on the target.
+    // 4. The overlay: snapshots below, the fresh upper on top, mounted on the target. Where
+    //    the kernel refuses (no overlayfs, or none in a user namespace before Linux 5.11), the
+    //    snapshots are copied into the target instead and the changes written into upper
+    //    afterwards (copy.rs).
     let root = spec.rootfs.target.clone();
-    mount_overlay(&request)?;
+    let manifest = match request.force_copy {
+        false => match mount_overlay(&request) {
+            Ok(()) => None,
+            Err(failure) if OVERLAY_UNAVAILABLE.contains(&failure.errno) => {
+                send(control, &Message::Copied);
+                Some(copy_rootfs(&request)?)
+            }
+            Err(failure) => return Err(failure),
+        },
+        true => {
+            send(control, &Message::Copied);
+            Some(copy_rootfs(&request)?)
+        }
+    };
 
     // 5. Mount points the image lacks are created now, in the init's namespace, so that the
     //    init can remove them again after the command (they would otherwise land in upper).
@@ -165,7 +182,34 @@ fn init(control: &UnixStream) -> StepResult<ExitStatus> {
     let plan = plan_mount_points(&request, &root, &mut stubs);
     let outcome = plan.and_then(|plan| run_pid1(control, &request, &root, &plan));
     mounts::remove_stubs(&mut stubs);
-    outcome
+    let status = outcome?;
+    if let Some(manifest) = manifest {
+        copy::changes_into_upper(&manifest, &root, &spec.rootfs.upper)
+            .map_err(|e| fail(Step::CopyRootfs, &spec.rootfs.upper, e))?;
+        // The target is handed back empty, as after an overlay.
+        copy::clear(&root).map_err(|e| fail(Step::CopyRootfs, &root, e))?;
+    }
+    Ok(status)
+}
+
+/// mount(2) errors that mean "no overlay here" rather than a bad option or path.
+const OVERLAY_UNAVAILABLE: [i32; 4] = [libc::EPERM, libc::ENODEV, libc::EINVAL, libc::EOPNOTSUPP];
+
+/// Merges the snapshots into the target directory and bind-mounts it onto itself, since
+/// pivot_root(2) wants a mount point.
+fn copy_rootfs(request: &Request) -> StepResult<copy::Manifest> {
+    let rootfs = &request.spec.rootfs;
+    let manifest = copy::merge(&rootfs.lower, &rootfs.target)
+        .map_err(|e| fail(Step::CopyRootfs, &rootfs.target, e))?;
+    mounts::mount(
+        Some(&rootfs.target),
+        &rootfs.target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| fail(Step::CopyRootfs, &rootfs.target, e))?;
+    Ok(manifest)
 }
 
 fn receive_request(reader: &mut BufReader<&UnixStream>) -> StepResult<Request> {

@@ -20,6 +20,7 @@
 //! below). The working directory, when missing, is created and stays (a real change).
 
 mod caps;
+mod copy;
 mod idmap;
 mod init;
 mod mounts;
@@ -40,6 +41,10 @@ pub use spec::{
 };
 
 use spec::{Message, Request};
+
+/// Set to `copy`, the sandbox copies the snapshots instead of mounting an overlay, as it does
+/// by itself where the kernel refuses overlay mounts (slow; for tests and broken overlays).
+pub const ROOTFS_ENV: &str = "KILN_SANDBOX_ROOTFS";
 
 /// The hidden first argument that turns the kiln executable into the sandbox init.
 pub const INIT_ARG: &str = "__kiln-sandbox-init";
@@ -113,12 +118,6 @@ pub enum SandboxError {
         /// What it said.
         stderr: String,
     },
-    /// The kernel refused the overlay mount (no overlayfs, or none in a user namespace).
-    #[error("overlay mount of the root filesystem is not available here: {source}")]
-    OverlayUnavailable {
-        /// The mount(2) error.
-        source: std::io::Error,
-    },
     /// A step of the privileged sequence failed.
     #[error("sandbox setup failed {step} ({subject}): {source}")]
     Setup {
@@ -150,6 +149,9 @@ pub enum SandboxError {
 pub struct HostSupport {
     /// The user namespace layout in use (`Host` when kiln runs as root).
     pub id_mapping: IdMapping,
+    /// True when the root filesystem is an overlay mount; false when the kernel refused it
+    /// (or `KILN_SANDBOX_ROOTFS=copy` asked) and snapshots are copied per command.
+    pub overlay: bool,
 }
 
 /// Runs `spec` in a new sandbox through the kiln executable (`/proc/self/exe`), streaming the
@@ -169,7 +171,7 @@ pub fn run_with(
     spec: &RunSpec,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<ExitStatus, SandboxError> {
-    execute(init, spec, false, output)
+    execute(init, spec, false, output).map(|outcome| outcome.status)
 }
 
 /// Sets up a complete sandbox over an empty root filesystem without running anything: `Ok`
@@ -220,9 +222,10 @@ pub fn probe_with(init: &Path) -> Result<HostSupport, SandboxError> {
         },
         capabilities: default_capabilities(),
     };
-    execute(init, &spec, true, &mut |_, _| {})?;
+    let outcome = execute(init, &spec, true, &mut |_, _| {})?;
     Ok(HostSupport {
         id_mapping: IdMapping::detect(),
+        overlay: !outcome.copied,
     })
 }
 
@@ -244,7 +247,7 @@ fn execute(
     spec: &RunSpec,
     probe_only: bool,
     output: &mut dyn FnMut(Stream, &[u8]),
-) -> Result<ExitStatus, SandboxError> {
+) -> Result<Outcome, SandboxError> {
     let mapping = check_spec(spec)?;
     let scratch = prepare_scratch(spec)?;
     let request = Request {
@@ -253,6 +256,7 @@ fn execute(
         rootless: mapping.rootless(),
         single_id: matches!(mapping, IdMapping::Single { .. }),
         probe_only,
+        force_copy: std::env::var_os(ROOTFS_ENV).is_some_and(|v| v == "copy"),
     };
     let mut line = serde_json::to_vec(&request).map_err(SandboxError::Encode)?;
     line.push(b'\n');
@@ -319,9 +323,10 @@ fn execute(
             ..
         } => Err(failure_error(failure)),
         Report {
-            exited: Some(exited),
+            exited: Some(status),
+            copied,
             ..
-        } => Ok(exited),
+        } => Ok(Outcome { status, copied }),
         _ => {
             use std::os::unix::process::ExitStatusExt;
             Err(SandboxError::InitDied {
@@ -392,6 +397,14 @@ fn prepare_scratch(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
 struct Report {
     failure: Option<spec::Failure>,
     exited: Option<ExitStatus>,
+    copied: bool,
+}
+
+/// How a sandbox run went, as far as the build process needs to know.
+struct Outcome {
+    status: ExitStatus,
+    /// The rootfs was copied, not overlay-mounted.
+    copied: bool,
 }
 
 /// Reads stdout, stderr and the control socket until all three close, handing output chunks
@@ -467,6 +480,7 @@ fn pump(
                                 report.failure.get_or_insert(failure);
                             }
                             Message::Exited(status) => report.exited = Some(status),
+                            Message::Copied => report.copied = true,
                             Message::Unshared | Message::MapsWritten => {}
                         }
                     }
@@ -479,11 +493,7 @@ fn pump(
 
 fn failure_error(failure: spec::Failure) -> SandboxError {
     let source = std::io::Error::from_raw_os_error(failure.errno);
-    let unavailable = [libc::EPERM, libc::ENODEV, libc::EINVAL, libc::EOPNOTSUPP];
     match failure.step {
-        Step::MountOverlay if unavailable.contains(&failure.errno) => {
-            SandboxError::OverlayUnavailable { source }
-        }
         Step::Lookup => SandboxError::NotFound {
             program: failure.subject,
         },
@@ -510,10 +520,6 @@ mod tests {
     #[test]
     fn failures_map_to_typed_errors() {
         let table = [
-            (
-                failure(Step::MountOverlay, libc::EPERM),
-                "overlay mount of the root filesystem is not available here",
-            ),
             (
                 failure(Step::MountOverlay, libc::ENOENT),
                 "sandbox setup failed mounting the overlay (x)",

@@ -225,6 +225,8 @@ pub(crate) struct Request {
     pub single_id: bool,
     /// Set up everything, then exit 0 instead of exec'ing (for [`super::probe`]).
     pub probe_only: bool,
+    /// Copy the snapshots instead of trying an overlay mount first.
+    pub force_copy: bool,
 }
 
 /// Messages on the control socket, one JSON document per line.
@@ -236,6 +238,8 @@ pub(crate) enum Message {
     MapsWritten,
     /// init or its child → build process: a setup step failed.
     Failed(Failure),
+    /// init → build process: the overlay mount was refused; the snapshots are copied instead.
+    Copied,
     /// init → build process: the command ended.
     Exited(ExitStatus),
 }
@@ -264,6 +268,8 @@ pub enum Step {
     MakeSlave,
     /// The overlay mount of the rootfs.
     MountOverlay,
+    /// Copying the snapshots (no overlay), or the changes into upper afterwards.
+    CopyRootfs,
     /// Creating a missing mount point inside the rootfs.
     MountPoint,
     /// Any other mount(2).
@@ -297,6 +303,7 @@ impl std::fmt::Display for Step {
             Step::Fork => "forking the sandbox init",
             Step::MakeSlave => "making mounts slaves",
             Step::MountOverlay => "mounting the overlay",
+            Step::CopyRootfs => "copying the root filesystem (no overlay)",
             Step::MountPoint => "creating a mount point",
             Step::Mount => "mounting",
             Step::PivotRoot => "pivoting the root",
@@ -322,6 +329,7 @@ mod tests {
         let cases = [
             Message::Unshared,
             Message::MapsWritten,
+            Message::Copied,
             Message::Exited(ExitStatus {
                 code: None,
                 signal: Some(9),
