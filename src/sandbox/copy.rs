@@ -94,14 +94,7 @@ pub(crate) fn merge(lower: &[PathBuf], target: &Path) -> io::Result<Manifest> {
                 continue;
             }
             remove_any(&to)?;
-            if meta.nlink() > 1 {
-                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                    std::fs::hard_link(first, &to)?;
-                    continue;
-                }
-                links.insert((meta.dev(), meta.ino()), to.clone());
-            }
-            copy_entry(entry.path(), &to)?;
+            copy_or_link(entry.path(), &meta, &to, &mut links)?;
         }
         // Directory metadata last, deepest first: creating children changes mtimes.
         for (from, to) in dirs.iter().rev() {
@@ -162,14 +155,7 @@ pub(crate) fn changes_into_upper(
             }
             continue;
         }
-        if meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                std::fs::hard_link(first, &to)?;
-                continue;
-            }
-            links.insert((meta.dev(), meta.ino()), to.clone());
-        }
-        copy_entry(entry.path(), &to)?;
+        copy_or_link(entry.path(), &meta, &to, &mut links)?;
     }
     let mut deleted: Vec<&PathBuf> = manifest
         .0
@@ -217,6 +203,23 @@ fn copy_parents(
         }
     }
     Ok(())
+}
+
+/// Copies a non-directory, or hard-links it to the copy of an earlier name of the same inode
+/// (`links`, by source dev and inode), so hard links stay hard links.
+fn copy_or_link(
+    from: &Path,
+    meta: &std::fs::Metadata,
+    to: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    if meta.nlink() > 1 {
+        if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            return std::fs::hard_link(first, to);
+        }
+        links.insert((meta.dev(), meta.ino()), to.to_path_buf());
+    }
+    copy_entry(from, to)
 }
 
 /// Copies one non-directory entry with its metadata.

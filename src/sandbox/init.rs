@@ -147,14 +147,7 @@ fn init(control: &UnixStream) -> StepResult<ExitStatus> {
     // 3. mount_namespaces(7): the copied mounts may still be shared with the host's peer
     //    groups; making them slaves (MS_SLAVE|MS_REC on /) stops anything we mount from
     //    propagating back, while host unmounts still reach us.
-    mounts::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_SLAVE | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| fail(Step::MakeSlave, "/", e))?;
+    make_slave()?;
 
     // 4. The overlay: snapshots below, the fresh upper on top, mounted on the target. Where
     //    the kernel refuses (no overlayfs, or none in a user namespace before Linux 5.11), the
@@ -210,6 +203,18 @@ fn copy_rootfs(request: &Request) -> StepResult<copy::Manifest> {
     )
     .map_err(|e| fail(Step::CopyRootfs, &rootfs.target, e))?;
     Ok(manifest)
+}
+
+/// MS_SLAVE|MS_REC on `/` of the current mount namespace.
+fn make_slave() -> StepResult<()> {
+    mounts::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_SLAVE | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| fail(Step::MakeSlave, "/", e))
 }
 
 fn receive_request(reader: &mut BufReader<&UnixStream>) -> StepResult<Request> {
@@ -372,14 +377,7 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
     // SAFETY: unshare with flags only.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS) })
         .map_err(|e| fail(Step::UnshareNamespaces, "", e))?;
-    mounts::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_SLAVE | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| fail(Step::MakeSlave, "/", e))?;
+    make_slave()?;
 
     // 7. The kernel filesystems and the files that must never reach a layer.
     mount_kernel_filesystems(request, plan)?;

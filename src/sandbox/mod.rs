@@ -18,6 +18,15 @@
 //! bind of a file) with its missing parent directories. Their parents keep their times, but
 //! a parent that existed only in a lower layer stays copied up in `upper` (same metadata as
 //! below). The working directory, when missing, is created and stays (a real change).
+//! Mount points are resolved inside the rootfs (symlinks followed, `..` stopping at `/`), so
+//! they may land at the resolved path rather than the literal one.
+//!
+//! Where the kernel refuses the overlay mount (EPERM, ENODEV, EINVAL, EOPNOTSUPP: no
+//! overlayfs, or rootless before Linux 5.11), or `KILN_SANDBOX_ROOTFS=copy` ([`ROOTFS_ENV`])
+//! is set, the snapshots are copied into the target instead and, after the command, the
+//! changes are written into `upper` as overlayfs would have left them (whole new or changed
+//! entries with their parent directories, 0/0 character-device whiteouts, no opaque
+//! markers), and the target is emptied again: the caller cannot tell but by the time taken.
 
 mod caps;
 mod copy;
