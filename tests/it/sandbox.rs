@@ -532,26 +532,29 @@ fn killing_the_build_process_ends_the_sandbox() {
         .spawn()
         .unwrap();
     wait_for("the sleep", || !processes(&["sleep", "41.3"]).is_empty());
+    let init: Vec<i32> = processes(&[init().to_str().unwrap(), sandbox::INIT_ARG])
+        .into_iter()
+        .filter(|pid| stat_field(*pid, 1).as_deref() == Some(&child.id().to_string()))
+        .collect();
+    assert_eq!(init.len(), 1, "the sandbox init of the child");
     child.kill().unwrap();
     child.wait().unwrap();
     wait_for("the sandbox to end", || {
-        processes(&["sleep", "41.3"]).is_empty()
+        let running = |pid: &i32| stat_field(*pid, 0).is_some_and(|state| state != "Z");
+        processes(&["sleep", "41.3"]).is_empty() && !init.iter().any(running)
     });
-    let init: Vec<i32> = processes(&[init().to_str().unwrap(), sandbox::INIT_ARG])
-        .into_iter()
-        .filter(|pid| parent_of(*pid) == Some(child.id() as i32))
-        .collect();
-    assert!(init.is_empty(), "init processes left: {init:?}");
 }
 
-fn parent_of(pid: i32) -> Option<i32> {
+/// Field `index` of /proc/PID/stat after the command name (0: state, 1: parent pid).
+fn stat_field(pid: i32, index: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(index)?
+            .to_string(),
+    )
 }
 
 /// The whole suite again in a child process with the snapshots copied instead of mounted (the
