@@ -379,8 +379,10 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
         .map_err(|e| fail(Step::UnshareNamespaces, "", e))?;
     make_slave()?;
 
-    // 7. The kernel filesystems and the files that must never reach a layer.
+    // 7. The kernel filesystems (with the host-wide knobs masked or read-only) and the files
+    //    that must never reach a layer.
     mount_kernel_filesystems(request, plan)?;
+    mask_kernel_paths(plan)?;
     for (source, target) in &plan.etc {
         bind(source, target, true, false)?;
     }
@@ -459,7 +461,12 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
         return Ok(());
     }
 
-    // 14. execve(2) with exactly the spec's environment. Ignored signals stay ignored across
+    // 14. execve(2) with exactly the spec's environment. Nothing of the host stays reachable:
+    //     the only descriptors are 0-2 (the control socket is close-on-exec; CVE-2024-21626
+    //     was a leaked host directory descriptor), the cwd is inside the new root, and the
+    //     kiln executable that did the setup is replaced, not left as a process the command
+    //     could open through /proc/PID/exe (CVE-2019-5736): the init stays outside the
+    //     command's pid namespace. Ignored signals stay ignored across
     //     execve (signal(7)): the Rust runtime ignores SIGPIPE and kiln's own parent may have
     //     ignored others, so every disposition goes back to SIG_DFL and the mask is emptied,
     //     as in a Docker container (`yes | head` must end `yes` by SIGPIPE).
@@ -559,6 +566,60 @@ fn mount_kernel_filesystems(request: &Request, plan: &MountPlan) -> StepResult<(
     .is_err()
     {
         bind(Path::new("/sys"), &plan.sys, true, true)?;
+    }
+    Ok(())
+}
+
+/// containerd's default masked paths (BuildKit's executor uses them): host information and
+/// knobs a container has no business reading, hidden under /dev/null or an empty read-only
+/// tmpfs.
+const MASKED: [(&str, &str); 11] = [
+    ("proc", "acpi"),
+    ("proc", "asound"),
+    ("proc", "kcore"),
+    ("proc", "keys"),
+    ("proc", "latency_stats"),
+    ("proc", "timer_list"),
+    ("proc", "timer_stats"),
+    ("proc", "sched_debug"),
+    ("proc", "scsi"),
+    ("sys", "firmware"),
+    ("sys", "devices/virtual/powercap"),
+];
+
+/// containerd's default read-only paths: root in a rootful sandbox passes the permission
+/// checks of sysctls and /proc/sysrq-trigger without any capability (proc(5)), so these must
+/// not be writable.
+const READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+fn mask_kernel_paths(plan: &MountPlan) -> StepResult<()> {
+    for (base, inside) in MASKED {
+        let path = if base == "proc" {
+            plan.proc.join(inside)
+        } else {
+            plan.sys.join(inside)
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                mounts::mount(
+                    Some(Path::new("tmpfs")),
+                    &path,
+                    Some("tmpfs"),
+                    flags,
+                    Some("size=0"),
+                )
+                .map_err(|e| fail(Step::Mount, &path, e))?;
+            }
+            Ok(_) => bind(Path::new("/dev/null"), &path, false, false)?,
+            Err(_) => {}
+        }
+    }
+    for inside in READ_ONLY {
+        let path = plan.proc.join(inside);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            bind(&path, &path, true, true)?;
+        }
     }
     Ok(())
 }

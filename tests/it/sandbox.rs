@@ -344,11 +344,13 @@ fn namespaces_hostname_pid_and_etc_files() {
     let script = "hostname; echo $$; ls /sys/class/net; cat /sys/class/net/lo/flags; \
                   cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro; \
                   touch /sys/x || echo sys-ro; ls /dev | tr '\\n' ' '; echo; \
-                  grep -E ' /dev/(pts|shm) ' /proc/mounts | cut -d' ' -f2,3";
+                  grep -E ' /dev/(pts|shm) ' /proc/mounts | cut -d' ' -f2,3; \
+                  wc -c < /proc/keys; ls /sys/firmware | wc -l; \
+                  (echo kiln-test > /proc/sys/kernel/hostname) 2>/dev/null || echo sysctl-ro";
     let got = run(&fixture.spec(script)).unwrap();
     let want = "kiln-test\n1\nlo\n0x9\nkiln-test\n127.0.0.1 localhost kiln-test\nnameserver 192.0.2.1\nro\nsys-ro\n\
                 fd full null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
-                /dev/pts devpts\n/dev/shm tmpfs\n";
+                /dev/pts devpts\n/dev/shm tmpfs\n0\n0\nsysctl-ro\n";
     assert_eq!(got.stdout, want, "stderr: {}", got.stderr);
 
     let mut host = fixture.spec("ls /sys/class/net");
