@@ -780,6 +780,15 @@ impl StageRun<'_, '_> {
             .collect()
     }
 
+    /// True when a RUN later in this stage will mount this step's layer.
+    fn read_later(&self, step_index: usize) -> bool {
+        self.stage
+            .steps
+            .iter()
+            .skip(step_index + 1)
+            .any(|step| matches!(step.instruction.command, Command::Run(_)))
+    }
+
     /// Looks `key` up unless the cache is off for this stage; on a miss, reports why, runs
     /// `execute` and commits its entries as a layer.
     fn cached_or_run(
@@ -825,7 +834,8 @@ impl StageRun<'_, '_> {
             reasons: reasons.clone(),
         });
         let entries = execute()?;
-        let layer = commit_layer(store, entries, &|written| {
+        let snapshot_now = self.read_later(step_index);
+        let layer = commit_layer(store, entries, snapshot_now, &|written| {
             self.driver.report(Event::Status {
                 vertex,
                 name: "writing layer".to_string(),
@@ -1226,6 +1236,7 @@ pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
 pub(crate) fn commit_layer(
     store: &Store,
     mut entries: Vec<LayerEntry>,
+    snapshot_now: bool,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, StepError> {
     // BuildKit's layers carry whole seconds only (no PAX mtime records), so the same files
@@ -1233,16 +1244,27 @@ pub(crate) fn commit_layer(
     for entry in &mut entries {
         entry.mtime.nanos = 0;
     }
-    // The snapshot is made on first use (see `snapshot`): a layer no later step reads, like
-    // a final `COPY . /app`, is never unpacked.
+    // A layer a later RUN runs on is laid out as its snapshot while it is written; any
+    // other is unpacked on first use (see `snapshot`), so a final `COPY . /app` never is.
     let mut writer = Counting {
         inner: store.blob_writer_hashed_by_caller()?,
         written: 0,
         reported: 0,
         progress,
     };
-    let summary = layer::write_layer(entries, &mut writer, None)?;
+    let snapshot_dir = match snapshot_now {
+        true => Some(store.temp_dir()?),
+        false => None,
+    };
+    let summary = layer::write_layer(
+        entries,
+        &mut writer,
+        snapshot_dir.as_ref().map(|dir| dir.path()),
+    )?;
     writer.inner.commit_as(&summary.diff_id)?;
+    if let Some(dir) = snapshot_dir {
+        store.commit_snapshot(dir, &summary.diff_id)?;
+    }
     let (digest, size) = (summary.diff_id, summary.size);
     Ok(LayerBlob {
         blob: Descriptor {
