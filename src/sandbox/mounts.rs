@@ -39,6 +39,7 @@ pub(crate) fn overlay_data(
     upper: &Path,
     work: &Path,
     userxattr: bool,
+    volatile: bool,
 ) -> Option<OverlayData> {
     let mut lowers: Vec<&Path> = lower.iter().rev().map(PathBuf::as_path).collect();
     if lowers.is_empty() {
@@ -61,6 +62,9 @@ pub(crate) fn overlay_data(
         );
         if userxattr {
             data.push_str(",userxattr");
+        }
+        if volatile {
+            data.push_str(",volatile");
         }
         Some(data)
     };
@@ -330,24 +334,30 @@ mod tests {
     #[test]
     fn overlay_lowerdir_lists_the_top_layer_first() {
         let p = PathBuf::from;
+        let fixed = "upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off";
         let table = [
-            (vec![p("/s/a"), p("/s/b")], false, "lowerdir=/s/b:/s/a,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off"),
-            (vec![], false, "lowerdir=/e,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off"),
-            (vec![p("/s/a:b,c")], true, "lowerdir=/s/a\\:b\\,c,upperdir=/u,workdir=/w,index=off,redirect_dir=nofollow,metacopy=off,userxattr"),
+            (
+                vec![p("/s/a"), p("/s/b")],
+                false,
+                false,
+                format!("lowerdir=/s/b:/s/a,{fixed}"),
+            ),
+            (vec![], false, true, format!("lowerdir=/e,{fixed},volatile")),
+            (
+                vec![p("/s/a:b,c")],
+                true,
+                false,
+                format!("lowerdir=/s/a\\:b\\,c,{fixed},userxattr"),
+            ),
         ];
-        for (lower, userxattr, want) in table {
-            let got = overlay_data(
-                &lower,
-                Path::new("/e"),
-                Path::new("/u"),
-                Path::new("/w"),
-                userxattr,
-            );
+        for (lower, userxattr, volatile, want) in table {
+            let (e, u, w) = (Path::new("/e"), Path::new("/u"), Path::new("/w"));
+            let got = overlay_data(&lower, e, u, w, userxattr, volatile);
             assert_eq!(
                 got,
                 Some(OverlayData {
                     chdir: None,
-                    data: want.to_string()
+                    data: want
                 })
             );
         }
@@ -361,7 +371,7 @@ mod tests {
             .collect();
         let upper = PathBuf::from(format!("{base}/tmp/u"));
         let work = PathBuf::from(format!("{base}/tmp/w"));
-        let got = overlay_data(&lower, Path::new("/e"), &upper, &work, false).unwrap();
+        let got = overlay_data(&lower, Path::new("/e"), &upper, &work, false, false).unwrap();
         assert_eq!(got.chdir, Some(PathBuf::from(&base)));
         assert!(
             got.data.starts_with("lowerdir=snap/059:snap/058:"),
