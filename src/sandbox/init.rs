@@ -89,6 +89,7 @@ fn die_with_parent() {
 /// the setup failed (the reason went to the build process).
 pub fn init_main() -> ! {
     die_with_parent();
+    close_inherited_descriptors();
     // SAFETY: fd 3 was dup2'd for us by the build process; we own it from here on.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     // SAFETY: fcntl on our own descriptor. The command must not inherit the socket.
@@ -106,6 +107,23 @@ pub fn init_main() -> ! {
         }
     };
     std::process::exit(code)
+}
+
+/// Closes every descriptor above the control socket: whatever kiln's own parent left open
+/// (a make jobserver pipe, a terminal) must not reach the command.
+fn close_inherited_descriptors() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > CONTROL_FD)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing descriptors nothing in this process uses; the directory's own one
+        // is already closed and answers EBADF.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn init(control: &UnixStream) -> StepResult<ExitStatus> {
@@ -474,14 +492,15 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
     }
 
     // 14. execve(2) with exactly the spec's environment. Nothing of the host stays reachable:
-    //     the only descriptors are 0-2 (the control socket is close-on-exec; CVE-2024-21626
-    //     was a leaked host directory descriptor), the cwd is inside the new root, and the
-    //     kiln executable that did the setup is replaced, not left as a process the command
-    //     could open through /proc/PID/exe (CVE-2019-5736): the init stays outside the
-    //     command's pid namespace. Ignored signals stay ignored across
-    //     execve (signal(7)): the Rust runtime ignores SIGPIPE and kiln's own parent may have
-    //     ignored others, so every disposition goes back to SIG_DFL and the mask is emptied,
-    //     as in a Docker container (`yes | head` must end `yes` by SIGPIPE).
+    //     the only descriptors are 0-2 (the init closed every other inherited one and the
+    //     control socket is close-on-exec; CVE-2024-21626 was a leaked host directory
+    //     descriptor), the cwd is inside the new root, and the kiln executable that did the
+    //     setup is replaced, not left as a process the command could open through
+    //     /proc/PID/exe (CVE-2019-5736): the init stays outside the command's pid namespace.
+    //     Ignored signals stay ignored across execve (signal(7)): the Rust runtime ignores
+    //     SIGPIPE and kiln's own parent may have ignored others, so every disposition goes
+    //     back to SIG_DFL and the mask is emptied, as in a Docker container (`yes | head`
+    //     must end `yes` by SIGPIPE).
     reset_signals();
     exec(&spec.argv, &spec.env)
 }

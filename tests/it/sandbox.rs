@@ -353,6 +353,11 @@ fn namespaces_hostname_pid_and_etc_files() {
                 /dev/pts devpts\n/dev/shm tmpfs\n0\n0\nsysctl-ro\n";
     assert_eq!(got.stdout, want, "stderr: {}", got.stderr);
 
+    // Only stdin, stdout, stderr (and ls's own directory) whatever kiln inherited.
+    let mut fds = fixture.spec("");
+    fds.argv = ["ls", "/proc/self/fd"].map(String::from).to_vec();
+    assert_eq!(run(&fds).unwrap().stdout, "0\n1\n2\n3\n");
+
     let mut host = fixture.spec("ls /sys/class/net");
     host.network = NetworkMode::Host;
     let got = run(&host).unwrap();
