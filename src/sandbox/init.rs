@@ -325,11 +325,7 @@ fn plan_mount_points(
     }
     let mut run = Vec::new();
     for mount in &request.spec.mounts {
-        let kind = match mount {
-            MountSpec::Bind { source, .. } if !source.is_dir() => PointKind::File,
-            _ => PointKind::Dir,
-        };
-        run.push((mount.clone(), point(mount.target(), kind)?));
+        run.push((mount.clone(), point(mount.target(), point_kind(mount))?));
     }
     Ok(MountPlan {
         proc,
@@ -338,6 +334,25 @@ fn plan_mount_points(
         etc,
         run,
     })
+}
+
+/// A bind of anything but a directory needs a file to mount on; the rest a directory.
+fn point_kind(mount: &MountSpec) -> PointKind {
+    match mount {
+        MountSpec::Bind { source, .. } if !source.is_dir() => PointKind::File,
+        _ => PointKind::Dir,
+    }
+}
+
+fn make_point(path: &Path, kind: PointKind) -> io::Result<()> {
+    match (kind, path.parent()) {
+        (PointKind::Dir, _) => std::fs::create_dir_all(path),
+        (PointKind::File, Some(parent)) => {
+            std::fs::create_dir_all(parent)?;
+            std::fs::File::create(path).map(drop)
+        }
+        (PointKind::File, None) => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
 }
 
 /// fork(2)s pid 1 and waits for it, reaping until it is gone.
@@ -417,6 +432,11 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
         bind(source, target, true, false)?;
     }
     for (mount, target) in &plan.run {
+        // A mount point under an earlier RUN mount was hidden by it: make it there (inside
+        // that mount, not in the rootfs), as runc does at mount time.
+        if std::fs::symlink_metadata(target).is_err() {
+            make_point(target, point_kind(mount)).map_err(|e| fail(Step::MountPoint, target, e))?;
+        }
         match mount {
             MountSpec::Bind {
                 source, readonly, ..

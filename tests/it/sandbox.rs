@@ -443,7 +443,7 @@ fn run_mounts_bind_read_only_read_write_and_tmpfs() {
     std::fs::write(&file, "a file\n").unwrap();
     let script = "cat /m/ro/f; touch /m/ro/x 2>/dev/null || echo refused; echo w > /m/rw/out; \
                   cat /etc/app.conf; touch /scratch/t && echo tmp-ok; \
-                  grep ' /scratch ' /proc/mounts | grep -o 'size=[0-9a-z]*'";
+                  grep ' /scratch ' /proc/mounts | grep -o 'size=[0-9a-z]*'; cat /scratch/inner/f";
     let mut spec = fixture.spec(script);
     spec.mounts = vec![
         MountSpec::Bind {
@@ -465,10 +465,16 @@ fn run_mounts_bind_read_only_read_write_and_tmpfs() {
             target: "/scratch".into(),
             size: Some(1 << 20),
         },
+        // Under the tmpfs above, which hides the mount point made before it.
+        MountSpec::Bind {
+            source: ro.clone(),
+            target: "/scratch/inner".into(),
+            readonly: true,
+        },
     ];
     let got = run(&spec).unwrap();
     assert_eq!(
-        got.stdout, "ro content\nrefused\na file\ntmp-ok\nsize=1024k\n",
+        got.stdout, "ro content\nrefused\na file\ntmp-ok\nsize=1024k\nro content\n",
         "stderr: {}",
         got.stderr
     );
