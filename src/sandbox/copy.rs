@@ -68,14 +68,10 @@ pub(crate) fn merge(lower: &[PathBuf], target: &Path) -> io::Result<Manifest> {
     for layer in lower {
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
         let mut dirs = Vec::new();
-        for entry in walkdir::WalkDir::new(layer)
-            .min_depth(1)
-            .follow_links(false)
-        {
-            let entry = entry.map_err(io::Error::from)?;
-            let relative = entry.path().strip_prefix(layer).map_err(|_| invalid())?;
-            let to = target.join(relative);
-            let meta = entry.path().symlink_metadata()?;
+        for entry in walk(layer) {
+            let (from, relative) = entry?;
+            let to = target.join(&relative);
+            let meta = from.symlink_metadata()?;
             let kind = meta.file_type();
             if kind.is_char_device() && meta.rdev() == 0 {
                 remove_any(&to)?;
@@ -84,17 +80,17 @@ pub(crate) fn merge(lower: &[PathBuf], target: &Path) -> io::Result<Manifest> {
             if kind.is_dir() {
                 let opaque = OPAQUE
                     .iter()
-                    .any(|name| xattr(entry.path(), name).as_deref() == Some(b"y"));
+                    .any(|name| xattr(&from, name).as_deref() == Some(b"y"));
                 let is_dir = to.symlink_metadata().is_ok_and(|m| m.is_dir());
                 if !is_dir || opaque {
                     remove_any(&to)?;
                     std::fs::create_dir(&to)?;
                 }
-                dirs.push((entry.path().to_path_buf(), to));
+                dirs.push((from.clone(), to));
                 continue;
             }
             remove_any(&to)?;
-            copy_or_link(entry.path(), &meta, &to, &mut links)?;
+            copy_or_link(&from, &meta, &to, &mut links)?;
         }
         // Directory metadata last, deepest first: creating children changes mtimes.
         for (from, to) in dirs.iter().rev() {
@@ -102,17 +98,9 @@ pub(crate) fn merge(lower: &[PathBuf], target: &Path) -> io::Result<Manifest> {
         }
     }
     let mut manifest = HashMap::new();
-    for entry in walkdir::WalkDir::new(target)
-        .min_depth(1)
-        .follow_links(false)
-    {
-        let entry = entry.map_err(io::Error::from)?;
-        let relative = entry
-            .path()
-            .strip_prefix(target)
-            .map_err(|_| invalid())?
-            .to_path_buf();
-        manifest.insert(relative, Meta::of(entry.path())?);
+    for entry in walk(target) {
+        let (path, relative) = entry?;
+        manifest.insert(relative, Meta::of(&path)?);
     }
     Ok(Manifest(manifest))
 }
@@ -128,18 +116,9 @@ pub(crate) fn changes_into_upper(
     let mut seen = HashSet::new();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dirs = Vec::new();
-    let walk = walkdir::WalkDir::new(target)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name();
-    for entry in walk {
-        let entry = entry.map_err(io::Error::from)?;
-        let relative = entry
-            .path()
-            .strip_prefix(target)
-            .map_err(|_| invalid())?
-            .to_path_buf();
-        let now = Meta::of(entry.path())?;
+    for entry in walk(target) {
+        let (path, relative) = entry?;
+        let now = Meta::of(&path)?;
         let changed = manifest.0.get(&relative) != Some(&now);
         seen.insert(relative.clone());
         if !changed {
@@ -147,15 +126,15 @@ pub(crate) fn changes_into_upper(
         }
         let to = upper.join(&relative);
         copy_parents(target, upper, &relative, &mut dirs)?;
-        let meta = entry.path().symlink_metadata()?;
+        let meta = path.symlink_metadata()?;
         if meta.is_dir() {
             if to.symlink_metadata().is_err() {
                 std::fs::create_dir(&to)?;
-                dirs.push((entry.path().to_path_buf(), to));
+                dirs.push((path.clone(), to));
             }
             continue;
         }
-        copy_or_link(entry.path(), &meta, &to, &mut links)?;
+        copy_or_link(&path, &meta, &to, &mut links)?;
     }
     let mut deleted: Vec<&PathBuf> = manifest
         .0
@@ -203,6 +182,23 @@ fn copy_parents(
         }
     }
     Ok(())
+}
+
+/// Every entry below `root` (not `root` itself), parents before children, in name order,
+/// without following symlinks: `(path, path relative to root)`.
+fn walk(root: &Path) -> impl Iterator<Item = io::Result<(PathBuf, PathBuf)>> + '_ {
+    let entries = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    entries.into_iter().map(move |entry| {
+        let path = entry.map_err(io::Error::from)?.into_path();
+        let relative = path
+            .strip_prefix(root)
+            .map_err(|_| invalid())?
+            .to_path_buf();
+        Ok((path, relative))
+    })
 }
 
 /// Copies a non-directory, or hard-links it to the copy of an earlier name of the same inode
