@@ -39,7 +39,6 @@ pub(crate) fn overlay_data(
     upper: &Path,
     work: &Path,
     userxattr: bool,
-    volatile: bool,
 ) -> Option<OverlayData> {
     let mut lowers: Vec<&Path> = lower.iter().rev().map(PathBuf::as_path).collect();
     if lowers.is_empty() {
@@ -62,9 +61,6 @@ pub(crate) fn overlay_data(
         );
         if userxattr {
             data.push_str(",userxattr");
-        }
-        if volatile {
-            data.push_str(",volatile");
         }
         Some(data)
     };
@@ -339,20 +335,18 @@ mod tests {
             (
                 vec![p("/s/a"), p("/s/b")],
                 false,
-                false,
                 format!("lowerdir=/s/b:/s/a,{fixed}"),
             ),
-            (vec![], false, true, format!("lowerdir=/e,{fixed},volatile")),
+            (vec![], false, format!("lowerdir=/e,{fixed}")),
             (
                 vec![p("/s/a:b,c")],
                 true,
-                false,
                 format!("lowerdir=/s/a\\:b\\,c,{fixed},userxattr"),
             ),
         ];
-        for (lower, userxattr, volatile, want) in table {
+        for (lower, userxattr, want) in table {
             let (e, u, w) = (Path::new("/e"), Path::new("/u"), Path::new("/w"));
-            let got = overlay_data(&lower, e, u, w, userxattr, volatile);
+            let got = overlay_data(&lower, e, u, w, userxattr);
             assert_eq!(
                 got,
                 Some(OverlayData {
@@ -371,7 +365,7 @@ mod tests {
             .collect();
         let upper = PathBuf::from(format!("{base}/tmp/u"));
         let work = PathBuf::from(format!("{base}/tmp/w"));
-        let got = overlay_data(&lower, Path::new("/e"), &upper, &work, false, false).unwrap();
+        let got = overlay_data(&lower, Path::new("/e"), &upper, &work, false).unwrap();
         assert_eq!(got.chdir, Some(PathBuf::from(&base)));
         assert!(
             got.data.starts_with("lowerdir=snap/059:snap/058:"),
