@@ -311,6 +311,10 @@ fn plan_mount_points(
         ("resolv.conf", "/etc/resolv.conf"),
         ("hostname", "/etc/hostname"),
     ] {
+        // An empty hostname text means no /etc/hostname at all (a BuildKit RUN has none).
+        if file == "hostname" && request.spec.etc.hostname.is_empty() {
+            continue;
+        }
         etc.push((request.scratch.join(file), point(inside, PointKind::File)?));
     }
     let mut run = Vec::new();

@@ -136,7 +136,7 @@ pub struct EtcFiles {
     pub hosts: String,
     /// `/etc/resolv.conf`.
     pub resolv_conf: String,
-    /// `/etc/hostname`.
+    /// `/etc/hostname`; empty for none (a BuildKit RUN has none, `docker run` has one).
     pub hostname: String,
 }
 

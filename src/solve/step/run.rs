@@ -32,6 +32,9 @@ use crate::syntax::instruction::{CommandLine, MountType, Network, Run, Security}
 /// How many lines of a failed command's output its error repeats.
 const TAIL_LINES: usize = 10;
 
+/// The hostname of every RUN, as in BuildKit.
+const HOSTNAME: &str = "buildkitsandbox";
+
 /// Directories the runtime mounts on; a layer made by RUN has them even when empty.
 const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
 
@@ -183,7 +186,7 @@ impl StageRun<'_, '_> {
             env,
             cwd: plan.workdir.clone(),
             user,
-            hostname: "buildkitsandbox".to_string(),
+            hostname: HOSTNAME.to_string(),
             rootfs: sandbox::RootfsSpec {
                 lower,
                 upper: upper.clone(),
@@ -192,7 +195,11 @@ impl StageRun<'_, '_> {
             },
             mounts,
             network: plan.network,
-            etc: sandbox::EtcFiles::default_for("buildkitsandbox"),
+            etc: sandbox::EtcFiles {
+                // BuildKit's RUN sees its hostname in /etc/hosts but has no /etc/hostname.
+                hostname: String::new(),
+                ..sandbox::EtcFiles::default_for(HOSTNAME)
+            },
             capabilities: sandbox::default_capabilities(),
         };
         let mut lines = Lines::new(|line: String| {
