@@ -44,7 +44,8 @@ enum Renderer {
     },
     Tty {
         bars: MultiProgress,
-        lines: BTreeMap<VertexId, ProgressBar>,
+        /// Each running vertex's line and its name.
+        lines: BTreeMap<VertexId, (ProgressBar, String)>,
     },
 }
 
@@ -148,7 +149,11 @@ fn plain_lines(event: &Event) -> (Option<VertexId>, Vec<String>) {
     }
 }
 
-fn render_tty(bars: &MultiProgress, lines: &mut BTreeMap<VertexId, ProgressBar>, event: &Event) {
+fn render_tty(
+    bars: &MultiProgress,
+    lines: &mut BTreeMap<VertexId, (ProgressBar, String)>,
+    event: &Event,
+) {
     let style = ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed:>4}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     match event {
@@ -158,7 +163,7 @@ fn render_tty(bars: &MultiProgress, lines: &mut BTreeMap<VertexId, ProgressBar>,
             bar.set_prefix(format!("#{vertex}"));
             bar.set_message(name.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
-            lines.insert(*vertex, bar);
+            lines.insert(*vertex, (bar, name.clone()));
         }
         Event::Cached { vertex } => finish(lines, *vertex, "CACHED".to_string()),
         Event::Done { vertex, duration } => {
@@ -166,7 +171,7 @@ fn render_tty(bars: &MultiProgress, lines: &mut BTreeMap<VertexId, ProgressBar>,
         }
         Event::Failed { vertex, error, .. } => finish(lines, *vertex, format!("ERROR: {error}")),
         Event::Miss { vertex, reasons } => {
-            if let (Some(bar), Some(reason)) = (lines.get(vertex), reasons.first()) {
+            if let (Some((bar, _)), Some(reason)) = (lines.get(vertex), reasons.first()) {
                 let _ = bars.println(format!("#{vertex} cache miss: {reason}"));
                 bar.tick();
             }
@@ -178,12 +183,15 @@ fn render_tty(bars: &MultiProgress, lines: &mut BTreeMap<VertexId, ProgressBar>,
             total,
             ..
         } => {
-            if let Some(bar) = lines.get(vertex) {
-                let counter = match total {
-                    Some(total) => format!("{} / {}", human_size(*current), human_size(*total)),
-                    None => human_size(*current),
+            if let Some((bar, vertex_name)) = lines.get(vertex) {
+                let counter = match (total, *current) {
+                    (Some(total), current) => {
+                        format!(": {} / {}", human_size(current), human_size(*total))
+                    }
+                    (None, 0) => String::new(),
+                    (None, current) => format!(": {}", human_size(current)),
                 };
-                bar.set_message(format!("{name}: {counter}"));
+                bar.set_message(format!("{vertex_name}  {name}{counter}"));
             }
         }
         Event::Log { vertex, line, .. } => {
@@ -195,9 +203,8 @@ fn render_tty(bars: &MultiProgress, lines: &mut BTreeMap<VertexId, ProgressBar>,
     }
 }
 
-fn finish(lines: &mut BTreeMap<VertexId, ProgressBar>, vertex: VertexId, status: String) {
-    if let Some(bar) = lines.remove(&vertex) {
-        let name = bar.message();
+fn finish(lines: &mut BTreeMap<VertexId, (ProgressBar, String)>, vertex: VertexId, status: String) {
+    if let Some((bar, name)) = lines.remove(&vertex) {
         bar.set_style(
             ProgressStyle::with_template("{prefix} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),

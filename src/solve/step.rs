@@ -555,7 +555,7 @@ impl StageRun<'_, '_> {
                 Err(error) => return Err(self.fail(vertex, started, step, error)),
             }
         }
-        let prepared = match self.prepare_copy(state, step, copy) {
+        let prepared = match self.prepare_copy(state, step, copy, vertex) {
             Ok(prepared) => prepared,
             Err(error) => return Err(self.fail(vertex, started, step, error)),
         };
@@ -605,6 +605,7 @@ impl StageRun<'_, '_> {
         state: &StageState,
         step: &Step,
         copy: &Copy,
+        vertex: VertexId,
     ) -> Result<PreparedCopy, StepError> {
         let store = self.driver.store;
         let is_add = matches!(step.instruction.command, Command::Add(_));
@@ -650,7 +651,7 @@ impl StageRun<'_, '_> {
         )?;
         let (tree, identity) = self.source_tree(step)?;
         let selected = copy::select_sources(&sources, &options, tree.as_tree())?;
-        let mut files = self.digests(&tree, &selected)?;
+        let mut files = self.digests(&tree, &selected, vertex)?;
         for source in &sources {
             if let copy::Prepared::File { file, .. } = source {
                 files.push((format!("<{}>", file.name), file_digest(&file.file)?));
@@ -736,6 +737,7 @@ impl StageRun<'_, '_> {
         &self,
         tree: &SourceHolder,
         selected: &[copy::SelectedSource],
+        vertex: VertexId,
     ) -> Result<Vec<(String, Digest)>, StepError> {
         if let SourceHolder::Context(context) = tree {
             let files: Vec<&str> = selected
@@ -743,10 +745,20 @@ impl StageRun<'_, '_> {
                 .filter(|entry| entry.kind == copy::SourceKind::File)
                 .map(|entry| entry.key_path.as_str())
                 .collect();
+            let total: u64 = files
+                .iter()
+                .filter_map(|path| context.get(path))
+                .map(|entry| entry.size)
+                .sum();
+            let hasher = self.driver.hasher();
             let hashed: BTreeMap<String, Digest> = self
-                .driver
-                .hasher()
-                .hash(context, &files)?
+                .with_byte_counter(
+                    vertex,
+                    "hashing",
+                    total,
+                    || hasher.bytes_read(),
+                    || hasher.hash(context, &files),
+                )?
                 .into_iter()
                 .collect();
             return selected
@@ -778,6 +790,43 @@ impl StageRun<'_, '_> {
                 ))
             })
             .collect()
+    }
+
+    /// Runs `work` while a second thread reports `read()`'s growth as a byte counter of
+    /// `vertex` (the tty view's bar) every 100 ms; nothing is reported for work that ends
+    /// sooner.
+    fn with_byte_counter<T>(
+        &self,
+        vertex: VertexId,
+        name: &str,
+        total: u64,
+        read: impl Fn() -> u64 + Sync,
+        work: impl FnOnce() -> T,
+    ) -> T {
+        let start = read();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reporter = scope.spawn(|| {
+                let tick = std::time::Duration::from_millis(100);
+                loop {
+                    std::thread::park_timeout(tick);
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    self.driver.report(Event::Status {
+                        vertex,
+                        name: name.to_string(),
+                        current: read().saturating_sub(start),
+                        total: Some(total),
+                        completed: false,
+                    });
+                }
+            });
+            let result = work();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reporter.thread().unpark();
+            result
+        })
     }
 
     /// True when a RUN later in this stage will mount this step's layer.
