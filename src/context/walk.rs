@@ -15,10 +15,12 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Mutex;
+
+use rustix::fs;
 
 use super::ignore::{read_ignore_file, ContextFilter, DirMatches, IgnoreError};
 
@@ -318,17 +320,41 @@ fn read_directory<'s>(
         return;
     }
     let dir = shared.root.join(&relative);
-    let io_error = |path: PathBuf| move |source| WalkError::Io { path, source };
-    let reader = match std::fs::read_dir(&dir) {
-        Ok(reader) => reader,
-        Err(source) => return shared.fail(io_error(dir)(source)),
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| WalkError::Io { path, source }
     };
+    // One directory descriptor for the listing and every stat in it: names are looked up
+    // relative to it (no path walk from the root per file) and, unlike opendir(3), opening
+    // it costs no extra fstat.
+    let fd = match fs::openat(
+        fs::CWD,
+        &dir,
+        fs::OFlags::RDONLY | fs::OFlags::DIRECTORY | fs::OFlags::CLOEXEC,
+        fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(errno) => return shared.fail(io_error(&dir)(errno.into())),
+    };
+    let mut buffer = vec![std::mem::MaybeUninit::uninit(); 64 * 1024];
+    let mut listing = fs::RawDir::new(&fd, &mut buffer);
     let mut found = Vec::new();
-    for item in reader {
-        let result = item
-            .map_err(io_error(dir.clone()))
-            .and_then(|item| judge_entry(shared, &relative, matches.as_ref(), &item));
-        match result {
+    while let Some(item) = listing.next() {
+        let item = match item {
+            Ok(item) => item,
+            Err(errno) => return shared.fail(io_error(&dir)(errno.into())),
+        };
+        let name = item.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let listed = Listed {
+            dir: &dir,
+            fd: &fd,
+            name: item.file_name(),
+            file_type: item.file_type(),
+        };
+        match judge_entry(shared, &relative, matches.as_ref(), &listed) {
             Ok(Some((item, descend))) => {
                 if let Some(child_matches) = descend {
                     let path = item.entry.path.clone();
@@ -347,70 +373,109 @@ fn read_directory<'s>(
     lock(&shared.found).insert(relative, found);
 }
 
+/// One name of a directory listing, with the directory's descriptor to stat it through.
+struct Listed<'a> {
+    dir: &'a Path,
+    fd: &'a std::os::fd::OwnedFd,
+    name: &'a std::ffi::CStr,
+    file_type: fs::FileType,
+}
+
+impl Listed<'_> {
+    fn path(&self) -> PathBuf {
+        self.dir
+            .join(std::ffi::OsStr::from_bytes(self.name.to_bytes()))
+    }
+
+    fn io_error(&self) -> impl FnOnce(rustix::io::Errno) -> WalkError + '_ {
+        move |errno| WalkError::Io {
+            path: self.path(),
+            source: errno.into(),
+        }
+    }
+
+    /// The entry's own metadata (a symlink is not followed).
+    fn stat(&self) -> Result<fs::Statx> {
+        fs::statx(
+            self.fd,
+            self.name,
+            fs::AtFlags::SYMLINK_NOFOLLOW,
+            fs::StatxFlags::BASIC_STATS,
+        )
+        .map_err(self.io_error())
+    }
+}
+
 /// Stats and judges one directory entry. Returns `None` for an entry the walk drops, else
 /// the entry and, for a directory the walk must enter, the results for its children.
 fn judge_entry(
     shared: &Shared<'_>,
     parent: &str,
     matches: Option<&DirMatches>,
-    item: &std::fs::DirEntry,
+    item: &Listed<'_>,
 ) -> Result<Option<(Found, Option<DirMatches>)>> {
-    let name = item.file_name();
-    let name = name
+    let name = item
+        .name
         .to_str()
-        .ok_or_else(|| WalkError::NotUtf8 { path: item.path() })?;
+        .map_err(|_| WalkError::NotUtf8 { path: item.path() })?;
     let mut path = String::with_capacity(parent.len() + 1 + name.len());
     if !parent.is_empty() {
         path.push_str(parent);
         path.push('/');
     }
     path.push_str(name);
-    let io_error = |source| WalkError::Io {
-        path: item.path(),
-        source,
-    };
     // The type from the directory listing (d_type) needs no system call, so excluded
-    // entries are judged without a stat; the stat comes only for what is kept or entered.
-    let is_dir = item.file_type().map_err(io_error)?.is_dir();
+    // entries are judged without a stat; the stat comes only for what is kept or entered
+    // (and first, for a file system that does not fill in d_type).
+    let mut early_stat = None;
+    let listed_dir = match item.file_type {
+        fs::FileType::Unknown => {
+            let stat = item.stat()?;
+            let is_dir =
+                fs::FileType::from_raw_mode(stat.stx_mode.into()) == fs::FileType::Directory;
+            early_stat = Some(stat);
+            is_dir
+        }
+        file_type => file_type == fs::FileType::Directory,
+    };
     let verdict = shared
         .filter
-        .judge(&path, is_dir, matches)
+        .judge(&path, listed_dir, matches)
         .map_err(WalkError::Patterns)?;
-    let entered = is_dir && verdict.descend;
+    let entered = listed_dir && verdict.descend;
     if !(verdict.keep || entered) {
         return Ok(None);
     }
-    // DirEntry::metadata does not follow symlinks on Unix (statx with
-    // AT_SYMLINK_NOFOLLOW).
-    let metadata = item.metadata().map_err(io_error)?;
-    let file_type = metadata.file_type();
+    let stat = match early_stat {
+        Some(stat) => stat,
+        None => item.stat()?,
+    };
     // Trust the stat over the listing if the entry was replaced in between.
-    let is_dir = file_type.is_dir();
-    let kind = if is_dir {
-        EntryKind::Dir
-    } else if file_type.is_file() {
-        EntryKind::File
-    } else if file_type.is_symlink() {
-        let target = std::fs::read_link(item.path()).map_err(io_error)?;
-        let target = target
-            .into_os_string()
-            .into_string()
-            .map_err(|_| WalkError::NotUtf8 { path: item.path() })?;
-        EntryKind::Symlink { target }
-    } else {
-        EntryKind::Other
+    let file_type = fs::FileType::from_raw_mode(stat.stx_mode.into());
+    let is_dir = file_type == fs::FileType::Directory;
+    let kind = match file_type {
+        fs::FileType::Directory => EntryKind::Dir,
+        fs::FileType::RegularFile => EntryKind::File,
+        fs::FileType::Symlink => {
+            let target = fs::readlinkat(item.fd, item.name, Vec::new()).map_err(item.io_error())?;
+            let target = target
+                .into_string()
+                .map_err(|_| WalkError::NotUtf8 { path: item.path() })?;
+            EntryKind::Symlink { target }
+        }
+        _ => EntryKind::Other,
     };
     let entry = Entry {
         path,
         kind,
-        mode: metadata.mode(),
-        size: metadata.size(),
-        mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
-        ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
-        ino: metadata.ino(),
-        dev: metadata.dev(),
-        uid: metadata.uid(),
-        gid: metadata.gid(),
+        mode: u32::from(stat.stx_mode),
+        size: stat.stx_size,
+        mtime_ns: nanos(stat.stx_mtime.tv_sec, i64::from(stat.stx_mtime.tv_nsec)),
+        ctime_ns: nanos(stat.stx_ctime.tv_sec, i64::from(stat.stx_ctime.tv_nsec)),
+        ino: stat.stx_ino,
+        dev: fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+        uid: stat.stx_uid,
+        gid: stat.stx_gid,
     };
     let descend = (entered && is_dir).then_some(verdict.matches);
     Ok(Some((
