@@ -111,6 +111,11 @@ pub struct BuildArgs {
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
 
+    /// An SSH agent for RUN --mount=type=ssh: default (from $SSH_AUTH_SOCK) or ID=SOCKET
+    /// (repeatable)
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+
     /// Print only the image digest
     #[arg(short = 'q', long)]
     pub quiet: bool,

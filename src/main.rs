@@ -345,6 +345,7 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
         build_contexts: named_contexts(&args.build_contexts)?,
         explain: args.explain,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_agents(&args.ssh)?,
     };
     let store = open_store(&args.store.root)?;
     let stderr = std::io::stderr();
@@ -447,6 +448,27 @@ fn secrets(given: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
         }
     }
     Ok(secrets)
+}
+
+/// `--ssh ID` (the socket in `$SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`, as docker takes them.
+fn ssh_agents(given: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut agents = BTreeMap::new();
+    for item in given {
+        let (id, socket) = match item.split_once('=') {
+            Some((id, socket)) => (id, PathBuf::from(socket)),
+            None => match std::env::var_os("SSH_AUTH_SOCK") {
+                Some(socket) => (item.as_str(), PathBuf::from(socket)),
+                None => anyhow::bail!(
+                    "--ssh '{item}': SSH_AUTH_SOCK is not set; give the socket as {item}=SOCKET"
+                ),
+            },
+        };
+        if id.is_empty() {
+            anyhow::bail!("invalid --ssh '{item}': expected ID or ID=SOCKET");
+        }
+        agents.insert(id.to_string(), socket);
+    }
+    Ok(agents)
 }
 
 /// `DIR[:TAG|@DIGEST]` of `oci-layout://`: a tag is the text after the last `:` when it

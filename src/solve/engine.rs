@@ -45,6 +45,8 @@ pub struct BuildRequest {
     pub explain: bool,
     /// `--secret id=ID,src=FILE|env=VAR`: where each secret's value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh ID[=SOCKET]`: agent sockets RUN `--mount=type=ssh` forwards, by id.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// Where a `--secret` is read from; its value never reaches a layer, a key, progress output

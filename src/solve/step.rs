@@ -54,6 +54,12 @@ pub enum StepError {
         /// What kind of mount.
         what: String,
     },
+    /// A required ssh agent was not given with `--ssh`.
+    #[error("ssh agent {id:?} not found: expected `kiln build --ssh {id}` (with SSH_AUTH_SOCK set) or `--ssh {id}=SOCKET`")]
+    MissingSsh {
+        /// Its id.
+        id: String,
+    },
     /// A required secret was not given with `--secret`.
     #[error(
         "secret {id:?} not found: expected `kiln build --secret id={id},src=FILE` (or env=VAR)"

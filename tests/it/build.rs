@@ -654,3 +654,29 @@ fn run_steps_stream_output_cache_and_fail_with_their_exit_code() {
     assert!(failed.stderr.contains("exit code: 3"), "{}", failed.stderr);
     assert!(failed.stderr.contains("  last words"), "{}", failed.stderr);
 }
+
+/// `RUN --mount=type=ssh` forwards the socket `--ssh` names and points SSH_AUTH_SOCK at it;
+/// a required agent that was not given fails the step.
+#[test]
+fn ssh_mounts_forward_the_agent_socket() {
+    if !sandbox_ready("ssh_mounts_forward_the_agent_socket") {
+        return;
+    }
+    let project = busybox_project(
+        "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /agent\n",
+    );
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let socket = sockets.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
+    let ssh = format!("default={}", socket.display());
+    let build = project.ok(&["--ssh", &ssh]);
+    assert!(build.steps.values().all(|outcome| outcome != "CACHED"));
+    let missing = busybox_project("RUN --mount=type=ssh,required=true true\n");
+    let run = missing.build(&[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("ssh agent \"default\" not found"),
+        "{}",
+        run.stderr
+    );
+}

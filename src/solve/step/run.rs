@@ -180,7 +180,17 @@ impl StageRun<'_, '_> {
                 source,
             })?;
         }
-        let (mounts, ignore) = self.run_mounts(&plan.mounts, scratch)?;
+        let RunMounts {
+            specs: mounts,
+            points: ignore,
+            ssh_socket,
+        } = self.run_mounts(&plan.mounts, scratch)?;
+        // The first ssh mount is the agent the command's tools find (BuildKit's rule).
+        if let Some(socket) = ssh_socket {
+            if !env.iter().any(|entry| entry.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={socket}"));
+            }
+        }
         let spec = RunSpec {
             argv: plan.argv.clone(),
             env,
@@ -252,13 +262,10 @@ impl StageRun<'_, '_> {
     }
 
     /// The sandbox mounts of a RUN's `--mount`s, and the mount points the layer must drop.
-    fn run_mounts(
-        &self,
-        mounts: &[StepMount],
-        scratch: &Path,
-    ) -> Result<(Vec<MountSpec>, Vec<String>), StepError> {
+    fn run_mounts(&self, mounts: &[StepMount], scratch: &Path) -> Result<RunMounts, StepError> {
         let mut specs = Vec::new();
         let mut points = Vec::new();
+        let mut ssh_socket: Option<String> = None;
         for (index, step_mount) in mounts.iter().enumerate() {
             let mount = &step_mount.mount;
             let target = mount.target.clone().unwrap_or_default();
@@ -343,14 +350,34 @@ impl StageRun<'_, '_> {
                     }
                 }
                 MountType::Ssh => {
-                    return Err(StepError::MountUnsupported {
-                        what: "ssh mounts".to_string(),
-                    })
+                    let id = mount.id.clone().unwrap_or_else(|| "default".to_string());
+                    let target = mount
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{index}"));
+                    points.pop();
+                    points.push(target.trim_start_matches('/').to_string());
+                    match self.driver.request.ssh.get(&id) {
+                        Some(socket) => {
+                            ssh_socket.get_or_insert_with(|| target.clone());
+                            MountSpec::Bind {
+                                source: socket.clone(),
+                                target,
+                                readonly: false,
+                            }
+                        }
+                        None if mount.required => return Err(StepError::MissingSsh { id }),
+                        None => continue,
+                    }
                 }
             };
             specs.push(spec);
         }
-        Ok((specs, points))
+        Ok(RunMounts {
+            specs,
+            points,
+            ssh_socket,
+        })
     }
 
     /// The store directory of a cache mount, made on first use with its uid, gid and mode.
@@ -393,6 +420,14 @@ impl StageRun<'_, '_> {
     fn graph_proxy_env(&self) -> BTreeMap<String, String> {
         self.driver.proxy_env()
     }
+}
+
+/// The sandbox mounts of a RUN, the mount points its layer must drop, and where an ssh
+/// agent socket is mounted.
+struct RunMounts {
+    specs: Vec<MountSpec>,
+    points: Vec<String>,
+    ssh_socket: Option<String>,
 }
 
 /// A RUN ready to execute.
