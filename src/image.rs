@@ -189,6 +189,16 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// A descriptor without annotations.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+        }
+    }
+
     /// The same descriptor as oci-spec's type, for the store's index.
     pub fn to_oci(&self) -> oci_spec::image::Descriptor {
         let mut descriptor = oci_spec::image::Descriptor::new(

@@ -196,20 +196,10 @@ fn import_docker_entry(
             false => crate::image::LAYER_MEDIA_TYPE,
         };
         let (digest, size) = put(&path)?;
-        layers.push(Descriptor {
-            media_type: media_type.to_string(),
-            digest,
-            size,
-            annotations: BTreeMap::new(),
-        });
+        layers.push(Descriptor::new(media_type, digest, size));
     }
     let manifest = Manifest::new(
-        Descriptor {
-            media_type: CONFIG_MEDIA_TYPE.to_string(),
-            digest: config_digest,
-            size: config_size,
-            annotations: BTreeMap::new(),
-        },
+        Descriptor::new(CONFIG_MEDIA_TYPE, config_digest, config_size),
         layers,
     );
     let (digest, _) = store

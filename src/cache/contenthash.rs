@@ -76,25 +76,44 @@ fn type_byte(entry: &Entry) -> u8 {
 /// The entry digest (module doc) of `entry`, given its content part: the SHA-256 of the
 /// bytes for a regular file, the directory digest for a directory, `None` otherwise.
 pub fn entry_digest(entry: &Entry, content: Option<&Digest>) -> Digest {
-    let mut hasher = Sha256::new();
-    hasher.update([HASH_VERSION, type_byte(entry)]);
-    let mode = match entry.kind {
-        EntryKind::Dir => 0,
-        _ => entry.mode & 0o7777,
-    };
-    hasher.update(mode.to_be_bytes());
     let size = match entry.kind {
         EntryKind::File => entry.size,
         _ => 0,
     };
-    hasher.update(size.to_be_bytes());
     let target = match &entry.kind {
         EntryKind::Symlink { target } => target.as_bytes(),
         _ => &[],
     };
+    let content = match entry.kind {
+        EntryKind::File | EntryKind::Dir => content,
+        _ => None,
+    };
+    digest_parts(type_byte(entry), entry.mode, size, target, content)
+}
+
+/// The entry digest (module doc) from its fields, for entries that are not context entries
+/// (files of a stage or an image): `kind` is the type byte (`f d l p c b s`), `mode` the
+/// permission bits (higher bits are dropped; ignored for directories), `size` 0 for all but regular files, `target`
+/// empty for all but symlinks, `content` the content part or `None`.
+pub fn digest_parts(
+    kind: u8,
+    mode: u32,
+    size: u64,
+    target: &[u8],
+    content: Option<&Digest>,
+) -> Digest {
+    // A directory's mode is left out, as BuildKit's cache does.
+    let mode = match kind {
+        b'd' => 0,
+        _ => mode & 0o7777,
+    };
+    let mut hasher = Sha256::new();
+    hasher.update([HASH_VERSION, kind]);
+    hasher.update(mode.to_be_bytes());
+    hasher.update(size.to_be_bytes());
     hasher.update((target.len() as u64).to_be_bytes());
     hasher.update(target);
-    if let (EntryKind::File | EntryKind::Dir, Some(content)) = (&entry.kind, content) {
+    if let Some(content) = content {
         hasher.update(content.as_bytes());
     }
     Digest::from_array(hasher.finalize().into())

@@ -305,6 +305,11 @@ pub(crate) struct Driver<'a> {
     proxy_env: Mutex<BTreeMap<String, String>>,
     /// Filesystem steps by definition, so stages running the same step share one run.
     claims: Mutex<BTreeMap<Digest, Arc<Slot>>>,
+    /// The context directory as an absolute path with symlinks resolved (once per build): it
+    /// names the context's stat cache, memos and step locators across builds.
+    pub context_path: PathBuf,
+    /// The Dockerfile likewise, or `-` when it came from stdin.
+    pub dockerfile_path: String,
     /// When the build started, RFC 3339 (history and config `created`).
     pub now: String,
     /// When the build started, seconds since the epoch (cache records).
@@ -316,7 +321,14 @@ pub(crate) struct Driver<'a> {
 impl<'a> Driver<'a> {
     fn new(store: &'a Store, request: &'a BuildRequest, reporter: &'a dyn Reporter) -> Self {
         let now_time = SystemTime::now();
+        let absolute =
+            |path: &std::path::Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Driver {
+            context_path: absolute(&request.context),
+            dockerfile_path: request.dockerfile_path.as_deref().map_or_else(
+                || "-".to_string(),
+                |path| absolute(path).display().to_string(),
+            ),
             store,
             request,
             reporter,
@@ -511,7 +523,7 @@ impl<'a> Driver<'a> {
     /// The content hasher, with the stat cache this context had last time.
     pub fn hasher(&self) -> &ContentHasher {
         self.hasher.get_or_init(|| {
-            ContentHasher::load(&StoreStatCache::new(self.store, &self.request.context))
+            ContentHasher::load(&StoreStatCache::new(self.store, &self.context_path))
         })
     }
 
@@ -521,7 +533,7 @@ impl<'a> Driver<'a> {
         let (Some(hasher), Some(Ok(context))) = (self.hasher.get(), self.context.get()) else {
             return;
         };
-        let storage = StoreStatCache::new(self.store, &self.request.context);
+        let storage = StoreStatCache::new(self.store, &self.context_path);
         if let Err(error) = hasher.save(context, &storage) {
             self.report(Event::Warning {
                 message: format!("{error}; files will be hashed again next time"),

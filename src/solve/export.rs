@@ -5,7 +5,6 @@
 //! record), a config-only entry the time of the next layer (of the last one when none
 //! follows), and the image's `created` the time of its last layer.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::image::{canonical_json, Descriptor, Manifest, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
@@ -38,12 +37,7 @@ pub(crate) fn export(driver: &Driver<'_>, state: &StageState) -> Result<BuildOut
     let config_bytes = canonical_json(&config);
     let (config_digest, config_size) = store.put_blob(&config_bytes).map_err(BuildError::Store)?;
     let manifest = Manifest::new(
-        Descriptor {
-            media_type: CONFIG_MEDIA_TYPE.to_string(),
-            digest: config_digest,
-            size: config_size,
-            annotations: BTreeMap::new(),
-        },
+        Descriptor::new(CONFIG_MEDIA_TYPE, config_digest, config_size),
         state
             .layers
             .iter()
@@ -53,12 +47,7 @@ pub(crate) fn export(driver: &Driver<'_>, state: &StageState) -> Result<BuildOut
     let manifest_bytes = canonical_json(&manifest);
     let (manifest_digest, manifest_size) =
         store.put_blob(&manifest_bytes).map_err(BuildError::Store)?;
-    let descriptor = Descriptor {
-        media_type: MANIFEST_MEDIA_TYPE.to_string(),
-        digest: manifest_digest,
-        size: manifest_size,
-        annotations: BTreeMap::new(),
-    };
+    let descriptor = Descriptor::new(MANIFEST_MEDIA_TYPE, manifest_digest, manifest_size);
     driver.report(Event::Status {
         vertex,
         name: format!("writing image {manifest_digest}"),

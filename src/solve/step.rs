@@ -244,35 +244,8 @@ impl SourceHolder {
             SourceHolder::Context(context) => context.as_ref(),
             SourceHolder::View(view) => view,
             SourceHolder::Dir(dir) => dir,
-            SourceHolder::Empty => &EMPTY_TREE,
+            SourceHolder::Empty => &Scratch,
         }
-    }
-}
-
-/// `--from=scratch`: a tree with nothing in it.
-static EMPTY_TREE: EmptyTree = EmptyTree;
-
-struct EmptyTree;
-
-impl SourceTree for EmptyTree {
-    fn stat(&self, path: &str) -> Result<Option<copy::SourceStat>, copy::CopyError> {
-        Ok(path.is_empty().then(|| copy::SourceStat {
-            kind: copy::SourceKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: Timestamp::default(),
-            link_id: None,
-        }))
-    }
-
-    fn children(&self, _path: &str) -> Result<Vec<String>, copy::CopyError> {
-        Ok(Vec::new())
-    }
-
-    fn host_path(&self, _path: &str) -> PathBuf {
-        PathBuf::new()
     }
 }
 
@@ -293,37 +266,20 @@ fn file_digest(path: &Path) -> Result<Digest, StepError> {
 /// The entry digest of a non-context source entry, in the same format as context entries
 /// (see `cache::contenthash`): type, mode, size, link target, content.
 fn stat_digest(stat: Option<&copy::SourceStat>, content: Option<&Digest>) -> Digest {
-    use crate::context::{Entry, EntryKind as WalkKind};
     let Some(stat) = stat else {
         return contenthash::directory_digest(&mut []);
     };
-    let (kind, type_bits) = match &stat.kind {
-        copy::SourceKind::Dir => (WalkKind::Dir, 0o040000),
-        copy::SourceKind::File => (WalkKind::File, 0o100000),
-        copy::SourceKind::Symlink { target } => (
-            WalkKind::Symlink {
-                target: target.clone(),
-            },
-            0o120000,
-        ),
-        copy::SourceKind::CharDevice { .. } => (WalkKind::Other, 0o020000),
-        copy::SourceKind::BlockDevice { .. } => (WalkKind::Other, 0o060000),
-        copy::SourceKind::Fifo => (WalkKind::Other, 0o010000),
-        copy::SourceKind::Skip => (WalkKind::Other, 0o140000),
+    // The type bytes of the entry digest (see `cache::contenthash`).
+    let (kind, size, target) = match &stat.kind {
+        copy::SourceKind::Dir => (b'd', 0, ""),
+        copy::SourceKind::File => (b'f', stat.size, ""),
+        copy::SourceKind::Symlink { target } => (b'l', 0, target.as_str()),
+        copy::SourceKind::CharDevice { .. } => (b'c', 0, ""),
+        copy::SourceKind::BlockDevice { .. } => (b'b', 0, ""),
+        copy::SourceKind::Fifo => (b'p', 0, ""),
+        copy::SourceKind::Skip => (b's', 0, ""),
     };
-    let entry = Entry {
-        path: String::new(),
-        kind,
-        mode: type_bits | stat.mode,
-        size: stat.size,
-        mtime_ns: 0,
-        ctime_ns: 0,
-        ino: 0,
-        dev: 0,
-        uid: 0,
-        gid: 0,
-    };
-    contenthash::entry_digest(&entry, content)
+    contenthash::digest_parts(kind, stat.mode, size, target.as_bytes(), content)
 }
 
 /// What a filesystem step produced.
@@ -958,12 +914,7 @@ impl StageRun<'_, '_> {
         }
         store.touch_record(CACHE_KIND, key)?;
         let blob = LayerBlob {
-            blob: Descriptor {
-                media_type: LAYER_MEDIA_TYPE.to_string(),
-                digest: layer.diff_id,
-                size: layer.size,
-                annotations: BTreeMap::new(),
-            },
+            blob: Descriptor::new(LAYER_MEDIA_TYPE, layer.diff_id, layer.size),
             diff_id: layer.diff_id,
         };
         Ok(Some((blob, record.created)))
@@ -981,14 +932,10 @@ impl StageRun<'_, '_> {
         if reads_urls {
             return None;
         }
-        let request = self.driver.request;
-        let context = request
-            .context
-            .canonicalize()
-            .unwrap_or_else(|_| request.context.clone());
         let definition = definition(&state.chain, step);
+        let context = self.driver.context_path.display();
         Some(Digest::of(
-            format!("memo\0{}\0{definition}", context.display()).as_bytes(),
+            format!("memo\0{context}\0{definition}").as_bytes(),
         ))
     }
 
@@ -1080,19 +1027,9 @@ impl StageRun<'_, '_> {
 
     /// Which step this is across builds: the context, the Dockerfile, the stage, the step.
     fn locator(&self, step_index: usize) -> Digest {
-        let request = self.driver.request;
-        let absolute = |path: &Path| {
-            path.canonicalize()
-                .unwrap_or_else(|_| path.to_path_buf())
-                .display()
-                .to_string()
-        };
         StepLocator {
-            context: absolute(&request.context),
-            dockerfile: request
-                .dockerfile_path
-                .as_deref()
-                .map_or_else(|| "-".to_string(), absolute),
+            context: self.driver.context_path.display().to_string(),
+            dockerfile: self.driver.dockerfile_path.clone(),
             stage: self.stage.index,
             step: step_index,
         }
@@ -1322,12 +1259,7 @@ pub(crate) fn commit_layer(
     }
     let (digest, size) = (summary.diff_id, summary.size);
     Ok(LayerBlob {
-        blob: Descriptor {
-            media_type: LAYER_MEDIA_TYPE.to_string(),
-            digest,
-            size,
-            annotations: BTreeMap::new(),
-        },
+        blob: Descriptor::new(LAYER_MEDIA_TYPE, digest, size),
         diff_id: summary.diff_id,
     })
 }
@@ -1449,7 +1381,7 @@ pub(crate) struct StoreStatCache<'s> {
 }
 
 impl<'s> StoreStatCache<'s> {
-    /// The stat cache of `context` in `store`.
+    /// The stat cache of `context` (absolute, symlinks resolved) in `store`.
     pub fn new(store: &'s Store, context: &Path) -> Self {
         StoreStatCache {
             store,
@@ -1475,9 +1407,7 @@ impl StatCacheStorage for StoreStatCache<'_> {
     }
 }
 
+/// The record naming the stat cache of `context` (an absolute path).
 fn stat_cache_id(context: &Path) -> Digest {
-    let canonical = context
-        .canonicalize()
-        .unwrap_or_else(|_| context.to_path_buf());
-    Digest::of(canonical.as_os_str().as_encoded_bytes())
+    Digest::of(context.as_os_str().as_encoded_bytes())
 }

@@ -319,9 +319,23 @@ impl SourceTree for SingleFile {
 }
 
 /// The empty tree: what `COPY --link` copies onto, so the layer never depends on the image
-/// below.
+/// below, and what `COPY --from=scratch` reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scratch;
+
+impl SourceTree for Scratch {
+    fn stat(&self, path: &str) -> Result<Option<SourceStat>, CopyError> {
+        Ok(path.is_empty().then(root_dir))
+    }
+
+    fn children(&self, _path: &str) -> Result<Vec<String>, CopyError> {
+        Ok(Vec::new())
+    }
+
+    fn host_path(&self, _path: &str) -> PathBuf {
+        PathBuf::new()
+    }
+}
 
 impl DestTree for Scratch {
     fn lstat(&self, _path: &str) -> Result<Option<DestStat>, CopyError> {

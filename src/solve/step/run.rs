@@ -13,7 +13,7 @@
 //!   `/etc/hostname` are mounted over and never reach the layer, nor do mount points the
 //!   sandbox made for RUN mounts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -124,7 +124,7 @@ impl StageRun<'_, '_> {
             text: &step.text,
         });
         let mut full_env = env;
-        for (name, value) in &self.graph_proxy_env() {
+        for (name, value) in &self.driver.proxy_env() {
             if !full_env
                 .iter()
                 .any(|entry| entry.split('=').next() == Some(name))
@@ -269,7 +269,6 @@ impl StageRun<'_, '_> {
         for (index, step_mount) in mounts.iter().enumerate() {
             let mount = &step_mount.mount;
             let target = mount.target.clone().unwrap_or_default();
-            points.push(target.trim_start_matches('/').to_string());
             let spec = match mount.kind {
                 MountType::Tmpfs => MountSpec::Tmpfs {
                     target,
@@ -327,8 +326,6 @@ impl StageRun<'_, '_> {
                         .target
                         .clone()
                         .unwrap_or_else(|| format!("/run/secrets/{id}"));
-                    points.pop();
-                    points.push(target.trim_start_matches('/').to_string());
                     match self.driver.secret(&id)? {
                         Some(value) => {
                             let file = scratch.join(format!("secret-{index}"));
@@ -355,8 +352,6 @@ impl StageRun<'_, '_> {
                         .target
                         .clone()
                         .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{index}"));
-                    points.pop();
-                    points.push(target.trim_start_matches('/').to_string());
                     match self.driver.request.ssh.get(&id) {
                         Some(socket) => {
                             ssh_socket.get_or_insert_with(|| target.clone());
@@ -371,6 +366,7 @@ impl StageRun<'_, '_> {
                     }
                 }
             };
+            points.push(spec.target().trim_start_matches('/').to_string());
             specs.push(spec);
         }
         Ok(RunMounts {
@@ -415,10 +411,6 @@ impl StageRun<'_, '_> {
             );
         }
         Ok(dir)
-    }
-
-    fn graph_proxy_env(&self) -> BTreeMap<String, String> {
-        self.driver.proxy_env()
     }
 }
 
