@@ -30,6 +30,7 @@ use crate::syntax::Command;
 
 use rayon::prelude::*;
 
+mod cache_mount;
 mod run;
 
 /// Why a step failed.

@@ -586,10 +586,15 @@ fn sandbox_ready(test: &str) -> bool {
 
 /// A context whose base stage is busybox with its applets installed.
 fn busybox_project(rest: &str) -> Project {
+    busybox_project_from("FROM scratch", rest)
+}
+
+/// [`busybox_project`] whose first stage starts with `from`, e.g. to name it.
+fn busybox_project_from(from: &str, rest: &str) -> Project {
     let project = Project::new(&[(
         "Dockerfile",
         &format!(
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{rest}"
+            "{from}\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{rest}"
         ),
     )]);
     fs::copy("/bin/busybox", project.path("busybox")).expect("copies busybox");
@@ -679,4 +684,55 @@ fn ssh_mounts_forward_the_agent_socket() {
         "{}",
         run.stderr
     );
+}
+
+/// Two stages that depend on nothing of each other run at the same time: each RUN leaves a
+/// mark in a shared cache mount and waits for the other's, so the build only passes when
+/// both commands are running together.
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    if !sandbox_ready("independent_stages_run_at_the_same_time") {
+        return;
+    }
+    let meet = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meeting,target=/meet,sharing=shared \
+             touch /meet/{me} && i=0 && while [ ! -e /meet/{other} ]; do \
+             i=$((i+1)); [ $i -lt 300 ] || exit 7; sleep 0.1; done && echo {me} > /{me}\n"
+        )
+    };
+    let project = busybox_project_from("FROM scratch AS busybox", &format!(
+        "FROM busybox AS left\n{}FROM busybox AS right\n{}FROM scratch\nCOPY --from=left /left /\nCOPY --from=right /right /\n",
+        meet("left", "right"),
+        meet("right", "left"),
+    ));
+    let build = project.build(&["-t", "met"]);
+    assert_eq!(
+        build.code,
+        Some(0),
+        "the two stages did not run together:\n{}",
+        build.stderr
+    );
+}
+
+/// `sharing=locked` cache users take turns: the second RUN starts only when the first has
+/// left, so neither sees the other's marker while it runs.
+#[test]
+fn locked_cache_mounts_are_used_one_step_at_a_time() {
+    if !sandbox_ready("locked_cache_mounts_are_used_one_step_at_a_time") {
+        return;
+    }
+    let turn = |me: &str| {
+        format!(
+            "RUN --mount=type=cache,id=turns,target=/turns,sharing=locked \
+             [ ! -e /turns/busy ] && touch /turns/busy && sleep 1 && rm /turns/busy && echo {me} > /{me}\n"
+        )
+    };
+    let project = busybox_project_from("FROM scratch AS busybox", &format!(
+        "FROM busybox AS left\n{}FROM busybox AS right\n{}FROM scratch\nCOPY --from=left /left /\nCOPY --from=right /right /\n",
+        turn("left"),
+        turn("right"),
+    ));
+    let build = project.build(&[]);
+    assert_eq!(build.code, Some(0), "{}", build.stderr);
 }

@@ -17,9 +17,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::cache_mount::{self, CacheMountLease};
 use super::{StageRun, StageState, StepError};
 use crate::cache::key::{self, CacheKey};
-use crate::digest::Digest;
 use crate::graph::{Source, Step, StepMount};
 use crate::image::ImageConfig;
 use crate::layer::{self, DiffOptions, LayerEntry};
@@ -184,6 +184,7 @@ impl StageRun<'_, '_> {
             specs: mounts,
             points: ignore,
             ssh_socket,
+            leases: _held_until_the_command_ends,
         } = self.run_mounts(&plan.mounts, scratch)?;
         // The first ssh mount is the agent the command's tools find (BuildKit's rule).
         if let Some(socket) = ssh_socket {
@@ -266,6 +267,7 @@ impl StageRun<'_, '_> {
         let mut specs = Vec::new();
         let mut points = Vec::new();
         let mut ssh_socket: Option<String> = None;
+        let mut leases = Vec::new();
         for (index, step_mount) in mounts.iter().enumerate() {
             let mount = &step_mount.mount;
             let target = mount.target.clone().unwrap_or_default();
@@ -274,11 +276,21 @@ impl StageRun<'_, '_> {
                     target,
                     size: mount.size,
                 },
-                MountType::Cache => MountSpec::Bind {
-                    source: self.cache_mount_dir(mount)?,
-                    target,
-                    readonly: mount.read_only,
-                },
+                MountType::Cache => {
+                    let cache_root = self.driver.store.root().join("kiln/cache-mounts");
+                    let lease =
+                        cache_mount::lease(&cache_root, mount).map_err(|source| StepError::Io {
+                            path: cache_root,
+                            source,
+                        })?;
+                    let spec = MountSpec::Bind {
+                        source: lease.dir.clone(),
+                        target,
+                        readonly: mount.read_only,
+                    };
+                    leases.push(lease);
+                    spec
+                }
                 MountType::Bind => {
                     let source = match &step_mount.source {
                         None | Some(Source::Context) => {
@@ -373,53 +385,18 @@ impl StageRun<'_, '_> {
             specs,
             points,
             ssh_socket,
+            leases,
         })
-    }
-
-    /// The store directory of a cache mount, made on first use with its uid, gid and mode.
-    fn cache_mount_dir(
-        &self,
-        mount: &crate::syntax::instruction::ResolvedMount,
-    ) -> Result<PathBuf, StepError> {
-        let id = mount
-            .id
-            .clone()
-            .or_else(|| mount.target.clone())
-            .unwrap_or_default();
-        let dir = self
-            .driver
-            .store
-            .root()
-            .join("kiln/cache-mounts")
-            .join(Digest::of(id.as_bytes()).hex());
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let mode = mount.mode.unwrap_or(0o755);
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|source| StepError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-            // Without privileges the owner stays the caller; the sandbox maps it to root.
-            let _ = std::os::unix::fs::chown(
-                &dir,
-                Some(mount.uid.unwrap_or(0)),
-                Some(mount.gid.unwrap_or(0)),
-            );
-        }
-        Ok(dir)
     }
 }
 
-/// The sandbox mounts of a RUN, the mount points its layer must drop, and where an ssh
-/// agent socket is mounted.
+/// The sandbox mounts of a RUN, the mount points its layer must drop, where an ssh agent
+/// socket is mounted, and the cache directories it holds until the command ends.
 struct RunMounts {
     specs: Vec<MountSpec>,
     points: Vec<String>,
     ssh_socket: Option<String>,
+    leases: Vec<CacheMountLease>,
 }
 
 /// A RUN ready to execute.
