@@ -736,3 +736,48 @@ fn locked_cache_mounts_are_used_one_step_at_a_time() {
     let build = project.build(&[]);
     assert_eq!(build.code, Some(0), "{}", build.stderr);
 }
+
+/// On a terminal, `--progress=auto` draws the tty view: one line per step that ends with its
+/// outcome (`DONE 0.0s`, `CACHED`), redrawn in place, with cache misses printed above it.
+/// `script` (util-linux) gives kiln a pseudo-terminal as its standard error.
+#[test]
+fn a_terminal_gets_one_redrawn_line_per_step() {
+    if !crate::util::peer_available("script", "a_terminal_gets_one_redrawn_line_per_step") {
+        return;
+    }
+    let project = Project::new(&[
+        ("Dockerfile", "FROM scratch\nCOPY a /a\nCOPY b /b\n"),
+        ("a", "a"),
+        ("b", "b"),
+    ]);
+    let on_terminal = || {
+        let command = format!(
+            "{} build --root {} {}",
+            env!("CARGO_BIN_EXE_kiln"),
+            project.root(),
+            project.context.path().display()
+        );
+        let output = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .output()
+            .expect("runs script");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = on_terminal();
+    for expected in [
+        "\x1b[2K",
+        "#4 [1/2] COPY a /a  DONE ",
+        "#4 cache miss: no earlier build of this step",
+        "#5 [2/2] COPY b /b  DONE ",
+        "#6 exporting to image  DONE",
+    ] {
+        assert!(first.contains(expected), "{expected:?} in {first:?}");
+    }
+    assert!(!first.contains("#4 DONE"), "plain lines in {first:?}");
+    let second = on_terminal();
+    for expected in ["#4 [1/2] COPY a /a  CACHED", "#5 [2/2] COPY b /b  CACHED"] {
+        assert!(second.contains(expected), "{expected:?} in {second:?}");
+    }
+}
