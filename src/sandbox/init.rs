@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -349,21 +349,24 @@ fn make_point(path: &Path, kind: PointKind) -> io::Result<()> {
     }
 }
 
-/// fork(2)s pid 1 and waits for it, reaping until it is gone.
+/// fork(2)s pid 1 and waits for it, reaping until it is gone. For `kiln run` the signals the
+/// caller passes on are blocked first (so none is lost before pid 1 waits for them too) and
+/// forwarded to pid 1 while waiting.
 fn run_pid1(
     control: &UnixStream,
     request: &Request,
     root: &Path,
     plan: &MountPlan,
 ) -> StepResult<ExitStatus> {
+    let forwarding = request.attach.map(|_| block_forwarded());
     // SAFETY: this process has one thread, so the child may do anything after fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(fail(Step::Fork, "", io::Error::last_os_error()));
     }
     if pid == 0 {
-        let code = match pid1(request, root, plan) {
-            Ok(()) => 0,
+        let code = match pid1(control, request, root, plan) {
+            Ok(code) => code,
             Err(failure) => {
                 send(control, &Message::Failed(failure));
                 127
@@ -372,34 +375,117 @@ fn run_pid1(
         // SAFETY: leave without running the init's destructors or flushing its buffers twice.
         unsafe { libc::_exit(code) };
     }
+    let status = match forwarding {
+        Some(set) => wait_forwarding(pid, &set, false),
+        None => wait_for(pid),
+    }
+    .map_err(|e| fail(Step::Wait, "", e))?;
+    Ok(decode_status(status))
+}
+
+/// waitpid(2) for `pid`, through EINTR.
+fn wait_for(pid: libc::pid_t) -> io::Result<libc::c_int> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child with a valid status pointer.
         let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
         if rc == pid {
-            break;
+            return Ok(status);
         }
         let error = io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(fail(Step::Wait, "", error));
+            return Err(error);
         }
-    }
-    if libc::WIFSIGNALED(status) {
-        Ok(ExitStatus {
-            code: None,
-            signal: Some(libc::WTERMSIG(status)),
-        })
-    } else {
-        Ok(ExitStatus {
-            code: Some(libc::WEXITSTATUS(status)),
-            signal: None,
-        })
     }
 }
 
-/// pid 1 of the new pid namespace: the mounts, the pivot, the identity, then execve(2).
-/// Returns only on failure, or with `Ok` for a probe.
-fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
+fn decode_status(status: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+        }
+    } else {
+        ExitStatus {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+        }
+    }
+}
+
+/// The signals `kiln run` passes on to the command, as `docker run`'s signal proxy does
+/// (SIGWINCH is not among them: the caller sets the terminal size and the kernel signals the
+/// terminal's foreground group itself; SIGKILL and SIGSTOP cannot be caught).
+pub(crate) const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Blocks [`FORWARDED`] and SIGCHLD in this (single-threaded) process and returns the set, for
+/// sigwaitinfo(2). A blocked signal is queued even for a pid namespace's init, which drops
+/// signals it has no handler for only when they are not blocked (pid_namespaces(7); kernel
+/// `sig_ignored`). Each gets a no-op handler as well, so that holds on any kernel.
+fn block_forwarded() -> libc::sigset_t {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: sigset operations on a zeroed set we own; sigaction with a valid handler.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED.iter().chain([&libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, *signal);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigaction(*signal, &action, std::ptr::null_mut());
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for `pid` with the signals of `set` blocked: each forwarded signal is sent on to
+/// `pid`; on SIGCHLD every child that ended is reaped (any child when `reap_all`, the duty of
+/// a pid namespace's init) until `pid` is among them. Returns its wait status.
+fn wait_forwarding(
+    pid: libc::pid_t,
+    set: &libc::sigset_t,
+    reap_all: bool,
+) -> io::Result<libc::c_int> {
+    let which = if reap_all { -1 } else { pid };
+    loop {
+        // Reap first: the child may have ended before its SIGCHLD was blocked for us.
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let rc = unsafe { libc::waitpid(which, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                return Ok(status);
+            }
+            if rc <= 0 {
+                break;
+            }
+        }
+        // SAFETY: sigwaitinfo on a valid set; no siginfo wanted.
+        let signal = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if signal < 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EINTR) {
+                return Err(error);
+            }
+        } else if signal != libc::SIGCHLD {
+            // SAFETY: kill with a pid we forked and a signal number the kernel gave us.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+/// pid 1 of the new pid namespace: the mounts, the pivot, the identity, then execve(2); for
+/// `kiln run` it forks the command and stays as its reaper instead. Returns only on failure,
+/// or with the exit code to leave with (a probe's 0, the reaper's report of the command).
+fn pid1(control: &UnixStream, request: &Request, root: &Path, plan: &MountPlan) -> StepResult<i32> {
     let spec = &request.spec;
     die_with_parent();
     // SAFETY: umask with a constant; Docker's default for the command.
@@ -490,6 +576,25 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
     })?;
     caps::restrict(keep).map_err(|e| fail(Step::Capabilities, "", e))?;
 
+    if let Some(attach) = request.attach {
+        if attach.read_only {
+            // A bind remount touches only the root mount: /proc, /dev, /sys, the /etc files
+            // and the volumes keep their own flags, as with `docker run --read-only`.
+            mounts::remount_readonly(Path::new("/")).map_err(|e| fail(Step::ReadOnly, "/", e))?;
+        }
+        return reaper(control, request, attach);
+    }
+    if request.probe_only {
+        become_user(request)?;
+        return Ok(0);
+    }
+    command(request, None)?;
+    Ok(127)
+}
+
+/// Steps 12 and 13: the command's identity, then no new privileges.
+fn become_user(request: &Request) -> StepResult<()> {
+    let spec = &request.spec;
     // 12. The identity: groups first (setgroups needs CAP_SETGID, which setuid would drop).
     //     With a single-id map setgroups is denied (user_namespaces(7)); the caller's groups
     //     then stay, unmapped, as in any rootless container.
@@ -501,22 +606,128 @@ fn pid1(request: &Request, root: &Path, plan: &MountPlan) -> StepResult<()> {
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
         .map_err(|e| fail(Step::Capabilities, "no_new_privs", e))?;
     die_with_parent();
-    if request.probe_only {
-        return Ok(());
+    Ok(())
+}
+
+/// Becomes the command: identity, terminal, signals, execve(2). Returns only on failure.
+fn command(request: &Request, console: Option<&OwnedFd>) -> StepResult<()> {
+    let spec = &request.spec;
+    if let Some(slave) = console {
+        take_terminal(slave, spec.user.uid).map_err(|e| fail(Step::Console, "/dev/pts", e))?;
     }
+    become_user(request)?;
 
     // 14. execve(2) with exactly the spec's environment. Nothing of the host stays reachable:
     //     the only descriptors are 0-2 (the init closed every other inherited one and the
     //     control socket is close-on-exec; CVE-2024-21626 was a leaked host directory
     //     descriptor), the cwd is inside the new root, and the kiln executable that did the
     //     setup is replaced, not left as a process the command could open through
-    //     /proc/PID/exe (CVE-2019-5736): the init stays outside the command's pid namespace.
+    //     /proc/PID/exe (CVE-2019-5736): the init stays outside the command's pid namespace,
+    //     and `kiln run`'s reaper is not dumpable (see `reaper`).
     //     Ignored signals stay ignored across execve (signal(7)): the Rust runtime ignores
     //     SIGPIPE and kiln's own parent may have ignored others, so every disposition goes
     //     back to SIG_DFL and the mask is emptied, as in a Docker container (`yes | head`
     //     must end `yes` by SIGPIPE).
     reset_signals();
     exec(&spec.argv, &spec.env)
+}
+
+/// `kiln run`'s pid 1, as `docker run --init` (tini) does it: allocates the terminal when
+/// asked, forks the command, passes the caller's signals on to it, reaps every process the
+/// namespace orphans, and ends when the command ends, with its status (128 + signal when
+/// killed); the kernel then kills whatever is left in the pid namespace.
+fn reaper(control: &UnixStream, request: &Request, attach: super::spec::Attach) -> StepResult<i32> {
+    let console = match attach.tty {
+        true => Some(open_console(control).map_err(|e| fail(Step::Console, "/dev/pts/ptmx", e))?),
+        false => None,
+    };
+    // SAFETY: this process has one thread, so the child may do anything after fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(Step::Fork, "", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        if let Err(failure) = command(request, console.as_ref()) {
+            send(control, &Message::Failed(failure));
+        }
+        // SAFETY: leave without running destructors of the reaper's state.
+        unsafe { libc::_exit(127) };
+    }
+    drop(console);
+    // prctl(2) PR_SET_DUMPABLE 0: processes of the container cannot open this one's
+    // /proc/1/exe (the kiln binary), fd or mem without CAP_SYS_PTRACE, which the default set
+    // lacks (ptrace(2), "ptrace access mode checking"; runc's defence for CVE-2019-5736).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The mask and handlers came from the init (`block_forwarded` before its fork).
+    // SAFETY: sigset operations on a zeroed set we own.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED.iter().chain([&libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, *signal);
+        }
+        set
+    };
+    let status = wait_forwarding(pid, &set, true).map_err(|e| fail(Step::Wait, "", e))?;
+    let status = decode_status(status);
+    Ok(status
+        .code
+        .unwrap_or_else(|| 128 + status.signal.unwrap_or(0)))
+}
+
+/// Opens a new pseudo-terminal in the sandbox's devpts (pty(7)), sends the master to the
+/// caller over the control socket and returns the slave, which becomes `/dev/pts/0` of this
+/// devpts instance as in a Docker container.
+fn open_console(control: &UnixStream) -> io::Result<OwnedFd> {
+    let open = |path: &std::ffi::CStr| -> io::Result<OwnedFd> {
+        // SAFETY: open with a NUL-terminated path; the descriptor is owned at once.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let master = open(c"/dev/pts/ptmx")?;
+    let mut unlock: libc::c_int = 0;
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int (ioctl_tty(2)).
+    unsafe {
+        check(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSPTLCK,
+            &mut unlock,
+        ))?;
+        check(libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number))?;
+    }
+    let name = CString::new(format!("/dev/pts/{number}"))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let slave = open(&name)?;
+    super::fdpass::send_with_fd(control, &Message::Console, master.as_raw_fd())?;
+    Ok(slave)
+}
+
+/// Makes `slave` the standard streams and controlling terminal of a new session (setsid(2),
+/// TIOCSCTTY), owned by the command's user as runc leaves it.
+fn take_terminal(slave: &OwnedFd, uid: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls on a descriptor we own.
+    unsafe {
+        check(libc::setsid())?;
+        check(libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0))?;
+        // Best effort: an id the user namespace lacks leaves the terminal root's, which
+        // only matters to tools that check its owner.
+        libc::fchown(slave.as_raw_fd(), uid, u32::MAX);
+        for fd in 0..3 {
+            check(libc::dup2(slave.as_raw_fd(), fd))?;
+        }
+    }
+    Ok(())
 }
 
 /// rt_sigaction(2) straight to the kernel, since libc refuses its reserved real-time signals:

@@ -28,8 +28,10 @@
 //! entries with their parent directories, 0/0 character-device whiteouts, no opaque
 //! markers), and the target is emptied again: the caller cannot tell but by the time taken.
 
+mod attach;
 mod caps;
 mod copy;
+mod fdpass;
 mod idmap;
 mod init;
 mod mounts;
@@ -45,7 +47,7 @@ use std::process::{Child, Command, Stdio};
 pub use idmap::IdMapping;
 pub use init::init_main;
 pub use spec::{
-    default_capabilities, EtcFiles, ExitStatus, IdSpec, MountSpec, NetworkMode, RootfsSpec,
+    default_capabilities, Attach, EtcFiles, ExitStatus, IdSpec, MountSpec, NetworkMode, RootfsSpec,
     RunSpec, Step, Stream, DEFAULT_CAPABILITIES,
 };
 
@@ -183,6 +185,56 @@ pub fn run_with(
     execute(init, spec, false, output).map(|outcome| outcome.status)
 }
 
+/// Runs `spec` for `kiln run` (see [`Attach`]): the command gets the caller's standard
+/// output and error as they are (so they stay separate), its standard input when
+/// `attach.stdin`, or a pseudo-terminal the caller relays when `attach.tty`; SIGHUP, SIGINT,
+/// SIGQUIT, SIGUSR1 and SIGUSR2 sent to the caller are passed on, SIGTERM as
+/// `attach.stop_signal`, and the terminal's size follows the caller's. Pid 1 in the sandbox
+/// is a reaper, not the command. Returns how the command ended; a signal that killed it comes
+/// back as code 128 + signal.
+///
+/// The calling thread blocks those signals while it runs (and restores its mask after): call
+/// it from the main thread of a process that has no other threads, or block them in every
+/// thread first, so that none is delivered elsewhere.
+pub fn run_attached(spec: &RunSpec, attach: &Attach) -> Result<ExitStatus, SandboxError> {
+    run_attached_with(Path::new("/proc/self/exe"), spec, attach)
+}
+
+/// [`run_attached`] with another executable as the init (see [`run_with`]).
+pub fn run_attached_with(
+    init: &Path,
+    spec: &RunSpec,
+    attach: &Attach,
+) -> Result<ExitStatus, SandboxError> {
+    let mapping = check_spec(spec)?;
+    let scratch = prepare_scratch(spec)?;
+    let request = Request {
+        spec: spec.clone(),
+        scratch: scratch.path().to_path_buf(),
+        rootless: mapping.rootless(),
+        single_id: matches!(mapping, IdMapping::Single { .. }),
+        probe_only: false,
+        force_copy: force_copy(),
+        attach: Some(*attach),
+    };
+    // Blocked before the spawn, so a signal that arrives while the sandbox starts waits for
+    // the relay instead of killing the caller.
+    let signals = attach::Signals::block().map_err(|source| SandboxError::Control { source })?;
+    let stdin = match attach.stdin && !attach.tty {
+        true => Stdio::inherit(),
+        false => Stdio::null(),
+    };
+    let stdio = [stdin, Stdio::inherit(), Stdio::inherit()];
+    let (guard, ours) = spawn_init(init, &request, stdio, true)?;
+    let pid = guard.0.id();
+    let report = attach::relay(&ours, &signals, attach, pid, &mut |message| match message {
+        Message::Unshared => maps_written(&mapping, pid, &ours),
+        _ => Ok(()),
+    })?;
+    drop(signals);
+    conclude(guard, report).map(|outcome| outcome.status)
+}
+
 /// Sets up a complete sandbox over an empty root filesystem without running anything: `Ok`
 /// when namespaces, id maps, overlay and every mount work here.
 pub fn probe() -> Result<HostSupport, SandboxError> {
@@ -265,20 +317,56 @@ fn execute(
         rootless: mapping.rootless(),
         single_id: matches!(mapping, IdMapping::Single { .. }),
         probe_only,
-        force_copy: std::env::var_os(ROOTFS_ENV).is_some_and(|v| v == "copy"),
+        force_copy: force_copy(),
+        attach: None,
     };
-    let mut line = serde_json::to_vec(&request).map_err(SandboxError::Encode)?;
-    line.push(b'\n');
+    let stdio = [Stdio::null(), Stdio::piped(), Stdio::piped()];
+    let (mut guard, ours) = spawn_init(init, &request, stdio, false)?;
+    let pid = guard.0.id();
+    let stdout = guard.0.stdout.take();
+    let stderr = guard.0.stderr.take();
+    let report = pump(
+        &ours,
+        stdout,
+        stderr,
+        output,
+        &mut |message| match message {
+            Message::Unshared => maps_written(&mapping, pid, &ours),
+            _ => Ok(()),
+        },
+    )?;
+    conclude(guard, report)
+}
 
+/// True when `KILN_SANDBOX_ROOTFS=copy` asks for copied snapshots.
+fn force_copy() -> bool {
+    std::env::var_os(ROOTFS_ENV).is_some_and(|v| v == "copy")
+}
+
+/// Spawns the init with its standard streams `stdio` and the control socket on fd 3, and
+/// sends it `request`. With `own_group` the init gets a process group of its own, so that a
+/// terminal's Ctrl-C reaches only the caller, which passes it on once.
+fn spawn_init(
+    init: &Path,
+    request: &Request,
+    stdio: [Stdio; 3],
+    own_group: bool,
+) -> Result<(InitGuard, UnixStream), SandboxError> {
+    let mut line = serde_json::to_vec(request).map_err(SandboxError::Encode)?;
+    line.push(b'\n');
     let (ours, theirs) = UnixStream::pair().map_err(|source| SandboxError::Control { source })?;
     let theirs_fd = theirs.as_raw_fd();
     let mut command = Command::new(init);
+    let [stdin, stdout, stderr] = stdio;
     command
         .arg(INIT_ARG)
         .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    if own_group {
+        command.process_group(0);
+    }
     // SAFETY: between fork and exec only async-signal-safe dup2/fcntl run. dup2 onto fd 3
     // clears close-on-exec; when the socket already is fd 3, clear it by hand.
     unsafe {
@@ -296,32 +384,25 @@ fn execute(
         source,
     })?;
     drop(theirs);
-    let mut guard = InitGuard(child);
+    let guard = InitGuard(child);
     (&ours)
         .write_all(&line)
         .map_err(|source| SandboxError::Control { source })?;
+    Ok((guard, ours))
+}
 
-    let pid = guard.0.id();
-    let stdout = guard.0.stdout.take();
-    let stderr = guard.0.stderr.take();
-    let report = pump(
-        &ours,
-        stdout,
-        stderr,
-        output,
-        &mut |message| match message {
-            Message::Unshared => {
-                mapping.write(pid)?;
-                let mut reply =
-                    serde_json::to_vec(&Message::MapsWritten).map_err(SandboxError::Encode)?;
-                reply.push(b'\n');
-                (&ours)
-                    .write_all(&reply)
-                    .map_err(|source| SandboxError::Control { source })
-            }
-            _ => Ok(()),
-        },
-    )?;
+/// Writes the id maps of the init `pid` and tells it so.
+fn maps_written(mapping: &IdMapping, pid: u32, control: &UnixStream) -> Result<(), SandboxError> {
+    mapping.write(pid)?;
+    let mut reply = serde_json::to_vec(&Message::MapsWritten).map_err(SandboxError::Encode)?;
+    reply.push(b'\n');
+    (&*control)
+        .write_all(&reply)
+        .map_err(|source| SandboxError::Control { source })
+}
+
+/// Waits for the init and turns its report into the outcome.
+fn conclude(mut guard: InitGuard, report: Report) -> Result<Outcome, SandboxError> {
     let status = guard
         .0
         .wait()
@@ -403,10 +484,31 @@ fn prepare_scratch(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
 
 /// The init's final words.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     failure: Option<spec::Failure>,
     exited: Option<ExitStatus>,
     copied: bool,
+}
+
+impl Report {
+    /// Keeps what `message` says about the end (the first failure wins).
+    fn note(&mut self, message: Message) {
+        match message {
+            Message::Failed(failure) => {
+                self.failure.get_or_insert(failure);
+            }
+            Message::Exited(status) => self.exited = Some(status),
+            Message::Copied => self.copied = true,
+            Message::Unshared | Message::MapsWritten | Message::Console => {}
+        }
+    }
+}
+
+/// One control line as a message.
+fn parse_message(line: &[u8]) -> Result<Message, SandboxError> {
+    serde_json::from_slice(line).map_err(|_| SandboxError::Protocol {
+        line: String::from_utf8_lossy(line).trim_end().to_string(),
+    })
 }
 
 /// How a sandbox run went, as far as the build process needs to know.
@@ -479,19 +581,9 @@ fn pump(
                     pending.extend_from_slice(chunk);
                     while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        let message: Message =
-                            serde_json::from_slice(&line).map_err(|_| SandboxError::Protocol {
-                                line: String::from_utf8_lossy(&line).trim_end().to_string(),
-                            })?;
+                        let message = parse_message(&line)?;
                         on_message(&message)?;
-                        match message {
-                            Message::Failed(failure) => {
-                                report.failure.get_or_insert(failure);
-                            }
-                            Message::Exited(status) => report.exited = Some(status),
-                            Message::Copied => report.copied = true,
-                            Message::Unshared | Message::MapsWritten => {}
-                        }
+                        report.note(message);
                     }
                 }
             }

@@ -213,6 +213,24 @@ pub enum Stream {
     Stderr,
 }
 
+/// How `kiln run` attaches to a sandboxed command, beyond what a RUN step needs: a reaper as
+/// pid 1, the caller's own standard streams (or a pseudo-terminal), signals passed on, and
+/// optionally a read-only root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// Allocate a pseudo-terminal in the sandbox's own devpts and make it the command's
+    /// controlling terminal and standard streams (`docker run -t`).
+    pub tty: bool,
+    /// Keep standard input open for the command (`docker run -i`); without it the command
+    /// reads end of file at once.
+    pub stdin: bool,
+    /// Mount the root filesystem read-only (`docker run --read-only`); the kernel
+    /// filesystems, `/etc` files and mounts keep their own modes.
+    pub read_only: bool,
+    /// The signal a SIGTERM to the caller becomes (the image's STOPSIGNAL; 15 by default).
+    pub stop_signal: i32,
+}
+
 /// What the build process sends the init first: the spec plus the host paths it prepared.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Request {
@@ -227,6 +245,9 @@ pub(crate) struct Request {
     pub probe_only: bool,
     /// Copy the snapshots instead of trying an overlay mount first.
     pub force_copy: bool,
+    /// Set for `kiln run`: pid 1 is a reaper that forks the command and passes signals on.
+    #[serde(default)]
+    pub attach: Option<Attach>,
 }
 
 /// Messages on the control socket, one JSON document per line.
@@ -242,6 +263,9 @@ pub(crate) enum Message {
     Copied,
     /// init → build process: the command ended.
     Exited(ExitStatus),
+    /// pid 1 → caller: the pseudo-terminal's master descriptor rides along as SCM_RIGHTS
+    /// (unix(7)) on this line.
+    Console,
 }
 
 /// A failed setup step as the init reports it.
@@ -286,6 +310,10 @@ pub enum Step {
     Credentials,
     /// Capability bounding set, capset(2), no_new_privs.
     Capabilities,
+    /// Allocating the pseudo-terminal (`kiln run -t`) and handing it over.
+    Console,
+    /// Remounting the root filesystem read-only (`kiln run --read-only`).
+    ReadOnly,
     /// Looking up `argv[0]`.
     Lookup,
     /// execve(2).
@@ -312,6 +340,8 @@ impl std::fmt::Display for Step {
             Step::Cwd => "entering the working directory",
             Step::Credentials => "switching user",
             Step::Capabilities => "dropping capabilities",
+            Step::Console => "allocating the terminal",
+            Step::ReadOnly => "making the root filesystem read-only",
             Step::Lookup => "looking up the executable",
             Step::Exec => "executing the command",
             Step::Wait => "waiting for the command",
@@ -330,6 +360,7 @@ mod tests {
             Message::Unshared,
             Message::MapsWritten,
             Message::Copied,
+            Message::Console,
             Message::Exited(ExitStatus {
                 code: None,
                 signal: Some(9),
