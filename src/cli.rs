@@ -36,6 +36,69 @@ pub enum Command {
     /// Print the whole output a RUN step wrote, by its cache key (as `kiln history` or the
     /// metadata file shows it; a unique prefix is enough)
     Logs(LogsArgs),
+    /// Write images to a tar that both `docker load` and OCI tools read (an OCI layout with
+    /// docker's manifest.json), or to an OCI layout directory
+    Save(SaveArgs),
+}
+
+/// `kiln save`.
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// The images: NAME[:TAG], NAME@DIGEST, a digest or an ID prefix
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+
+    /// Where to write: a file, `-` for standard output, or a directory for --format oci-dir
+    /// (default: standard output when it is not a terminal)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The archive's form
+    #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
+    pub format: SaveFormat,
+
+    /// Layer compression
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln save --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// One tar: OCI layout with OCI media types, plus docker's manifest.json
+    Oci,
+    /// One tar: the same with docker's media types
+    Docker,
+    /// An OCI layout directory
+    OciDir,
+}
+
+/// Layer compression flags of `kiln save` and `kiln build`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompressionArgs {
+    /// Layer compression (default: gzip)
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compression: Option<CompressionArg>,
+
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3)
+    #[arg(long = "compression-level", value_name = "N")]
+    pub compression_level: Option<i32>,
+}
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// gzip, as docker pushes layers
+    Gzip,
+    /// Zstandard (OCI media types only)
+    Zstd,
+    /// Plain tar layers
+    #[value(alias = "uncompressed")]
+    None,
 }
 
 /// `kiln logs`.
@@ -119,6 +182,16 @@ pub struct BuildArgs {
     /// Print only the image digest
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Also write the image out: type=oci|docker,dest=FILE (an image tar), type=local,dest=DIR
+    /// (its root filesystem), type=tar,dest=FILE (the same as one tar); dest=- is standard
+    /// output; `-o DIR` and `-o -` are short for local and tar
+    #[arg(short = 'o', long = "output", value_name = "type=…,dest=…")]
+    pub output: Option<String>,
+
+    /// Layer compression of -o type=oci|docker
+    #[command(flatten)]
+    pub compression: CompressionArgs,
 
     /// The store
     #[command(flatten)]

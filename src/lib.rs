@@ -42,6 +42,8 @@ pub mod load;
 
 /// The image config and manifest documents.
 pub mod image;
+
+pub mod export;
 /// The build engine: runs the graph against the store and the cache.
 pub mod solve;
 

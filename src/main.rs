@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod save;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::rmi(&args),
         Command::Cache(command) => commands::cache(&command),
         Command::Logs(args) => commands::logs(&args),
+        Command::Save(args) => save::save_command(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -302,6 +304,18 @@ fn build_options(
     Ok(options)
 }
 
+/// Takes `SOURCE_DATE_EPOCH` from the environment as a build arg unless `--build-arg` gave
+/// it, as buildx does.
+fn with_source_date_epoch(mut options: BuildOptions) -> BuildOptions {
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        options
+            .build_args
+            .entry("SOURCE_DATE_EPOCH".to_string())
+            .or_insert(epoch);
+    }
+    options
+}
+
 /// Opens the store `--root` names, or the default one.
 pub(crate) fn open_store(root: &Option<PathBuf>) -> anyhow::Result<Store> {
     let root = match root {
@@ -338,7 +352,11 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
         dockerfile: source.bytes.clone(),
         dockerfile_path: (dockerfile.as_os_str() != "-").then(|| dockerfile.clone()),
         context: args.context.clone(),
-        options: build_options(&args.build_args, &args.target, &args.platform)?,
+        options: with_source_date_epoch(build_options(
+            &args.build_args,
+            &args.target,
+            &args.platform,
+        )?),
         tags,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -347,6 +365,12 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
         secrets: secrets(&args.secrets)?,
         ssh: ssh_agents(&args.ssh)?,
     };
+    let output = args
+        .output
+        .as_deref()
+        .map(kiln::export::OutputSpec::parse)
+        .transpose()
+        .context("cannot use -o")?;
     let store = open_store(&args.store.root)?;
     let stderr = std::io::stderr();
     let progress = Progress::new(
@@ -373,6 +397,13 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
     }
     if let Some(path) = &args.metadata_file {
         write_metadata(path, &outcome)?;
+    }
+    if let Some(spec) = &output {
+        let digest = outcome.manifest.digest;
+        save::build_output(&store, &digest, &request.tags, spec, &args.compression)?;
+        if spec.to_stdout() {
+            return Ok(());
+        }
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", outcome.manifest.digest)

@@ -36,7 +36,8 @@
 //!
 //! - **FROM** ([`from_key`]): `op` = `"from"`; `base` = `"scratch"`, or the base image's
 //!   manifest digest; or, for an earlier stage, `parent` = that stage's last key; then
-//!   `platform` (`os/arch[/variant]`).
+//!   `platform` (`os/arch[/variant]`); then, only in a build with SOURCE_DATE_EPOCH,
+//!   `source-date-epoch` ([`from_key_at`]).
 //! - **COPY / ADD** ([`copy_key`]): `op` = `"COPY"` or `"ADD"`; `parent`; `source` (a map:
 //!   `kind` = `context`, `named-context`, `stage`, `image`, `url` or `scratch`, plus `name`,
 //!   `manifest` or `url`); `sources` (as expanded); `files` (a map from each selected path
@@ -395,13 +396,26 @@ pub enum BaseIdentity {
 
 /// The key of a stage's FROM.
 pub fn from_key(base: &BaseIdentity, platform: &str) -> CacheKey {
+    from_key_at(base, platform, None)
+}
+
+/// The key of a stage's FROM in a build with SOURCE_DATE_EPOCH `epoch`: the field
+/// `source-date-epoch` (seconds, as a string) follows `platform` when it is set, and every
+/// key of the stage chains through this one, so layers made with clamped times are never
+/// reused by a build without them (or with another epoch). Without it the key is
+/// [`from_key`]'s, so existing keys stay as they were.
+pub fn from_key_at(base: &BaseIdentity, platform: &str, epoch: Option<i64>) -> CacheKey {
     let preimage = Preimage::new().field("op", Value::str("from"));
     let preimage = match base {
         BaseIdentity::Scratch => preimage.field("base", Value::str("scratch")),
         BaseIdentity::Image { manifest } => preimage.field("base", Value::Digest(*manifest)),
         BaseIdentity::Stage { key } => preimage.field("parent", Value::Digest(*key)),
     };
-    CacheKey::new(preimage.field("platform", Value::str(platform)))
+    let preimage = preimage.field("platform", Value::str(platform));
+    CacheKey::new(match epoch {
+        Some(epoch) => preimage.field("source-date-epoch", Value::str(epoch.to_string())),
+        None => preimage,
+    })
 }
 
 /// Where a COPY or ADD reads from, for [`copy_key`].
@@ -589,6 +603,28 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    #[test]
+    fn source_date_epoch_enters_the_from_key_only_when_set() {
+        let bases = [
+            BaseIdentity::Scratch,
+            BaseIdentity::Image {
+                manifest: Digest::from_array([1; 32]),
+            },
+        ];
+        for base in &bases {
+            let plain = from_key(base, "linux/amd64");
+            assert_eq!(from_key_at(base, "linux/amd64", None), plain);
+            let at_0 = from_key_at(base, "linux/amd64", Some(0));
+            let at_1 = from_key_at(base, "linux/amd64", Some(1));
+            assert_ne!(at_0.digest, plain.digest);
+            assert_ne!(at_0.digest, at_1.digest);
+            assert_eq!(
+                at_1.preimage.get("source-date-epoch"),
+                Some(&Value::str("1"))
+            );
+        }
     }
 
     #[test]

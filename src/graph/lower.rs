@@ -108,6 +108,8 @@ pub fn lower(parsed: &Parsed, options: &BuildOptions) -> Result<BuildGraph> {
             !consumed.contains(*name)
                 && !PLATFORM_ARGS.contains(&name.as_str())
                 && !is_proxy_arg(name)
+                // The build itself reads it (created times and the mtime clamp).
+                && name.as_str() != "SOURCE_DATE_EPOCH"
         })
         .cloned()
         .collect();

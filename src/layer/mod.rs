@@ -28,7 +28,7 @@ pub use diff::{diff_upper, DiffOptions};
 pub use unpack::{unpack, UnpackSummary};
 pub use users::{chown_ids, lookup_user, Chown, ExecUser};
 pub use view::{FileKind, Follow, Found, Metadata, RootfsView};
-pub use write::{write_layer, LayerSummary};
+pub use write::{clamp_mtimes, write_layer, LayerSummary};
 
 use std::path::PathBuf;
 

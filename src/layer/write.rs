@@ -100,6 +100,21 @@ pub fn write_layer(
     })
 }
 
+/// Gives every entry whole-second times, and when `limit` is given, the time `limit` to
+/// every entry newer than it: SOURCE_DATE_EPOCH's clamp (BuildKit's `rewrite-timestamp`),
+/// applied to the layers a build makes and never to a base image's.
+///
+/// BuildKit's layers carry whole seconds only (no PAX mtime records), so the same files give
+/// the same layer bytes.
+pub fn clamp_mtimes(entries: &mut [LayerEntry], limit: Option<i64>) {
+    for entry in entries {
+        entry.mtime.nanos = 0;
+        if let Some(limit) = limit {
+            entry.mtime.secs = entry.mtime.secs.min(limit);
+        }
+    }
+}
+
 fn validate_entry(entry: &LayerEntry) -> Result<()> {
     check_path(&entry.path).map_err(|problem| LayerError::InvalidPath {
         path: entry.path.clone(),
@@ -639,6 +654,35 @@ fn write_file<W: Write>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clamp_mtimes_clamps_only_newer_entries_and_drops_nanoseconds() {
+        // (secs, nanos, limit, expected secs)
+        let table: &[(i64, u32, Option<i64>, i64)] = &[
+            (100, 5, None, 100),
+            (100, 5, Some(50), 50),
+            (100, 0, Some(100), 100),
+            (10, 999, Some(50), 10),
+            (-5, 1, Some(0), -5),
+        ];
+        for &(secs, nanos, limit, expected) in table {
+            let mut entries = vec![LayerEntry {
+                path: "f".into(),
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: Timestamp { secs, nanos },
+                xattrs: Vec::new(),
+            }];
+            clamp_mtimes(&mut entries, limit);
+            let want = Timestamp {
+                secs: expected,
+                nanos: 0,
+            };
+            assert_eq!(entries[0].mtime, want, "{secs} {nanos} {limit:?}");
+        }
+    }
+
     use super::*;
     use std::path::PathBuf;
 

@@ -316,11 +316,31 @@ pub(crate) struct Driver<'a> {
     pub now_secs: u64,
     /// When the build started, for file times of directories it creates.
     pub now_time: SystemTime,
+    /// SOURCE_DATE_EPOCH (the build arg, which `kiln build` also takes from the environment):
+    /// the time that stands for "now", and the newest mtime a layer of this build holds.
+    pub epoch: Option<i64>,
+}
+
+/// The `SOURCE_DATE_EPOCH` build arg as seconds, when it is a non-negative integer.
+fn source_date_epoch(request: &BuildRequest) -> Option<i64> {
+    let value = request.options.build_args.get("SOURCE_DATE_EPOCH")?;
+    value.trim().parse::<i64>().ok().filter(|secs| *secs >= 0)
+}
+
+/// `secs` after the Unix epoch.
+fn epoch_time(secs: i64) -> SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 impl<'a> Driver<'a> {
     fn new(store: &'a Store, request: &'a BuildRequest, reporter: &'a dyn Reporter) -> Self {
-        let now_time = SystemTime::now();
+        let epoch = source_date_epoch(request);
+        // SOURCE_DATE_EPOCH stands for the build time everywhere (history, created
+        // directories), as in BuildKit.
+        let now_time = match epoch {
+            Some(secs) => epoch_time(secs),
+            None => SystemTime::now(),
+        };
         let absolute =
             |path: &std::path::Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Driver {
@@ -346,6 +366,7 @@ impl<'a> Driver<'a> {
                 .map_or(0, |since| since.as_secs()),
             now: humantime::format_rfc3339_seconds(now_time).to_string(),
             now_time,
+            epoch,
         }
     }
 

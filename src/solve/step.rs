@@ -426,7 +426,8 @@ impl StageRun<'_, '_> {
             Base::Scratch => Ok(StageState {
                 config: config::scratch_config(&self.stage.platform),
                 layers: Vec::new(),
-                chain: key::from_key(&BaseIdentity::Scratch, &platform).digest,
+                chain: key::from_key_at(&BaseIdentity::Scratch, &platform, self.driver.epoch)
+                    .digest,
                 reran: false,
             }),
             Base::Image(reference) => {
@@ -437,7 +438,8 @@ impl StageRun<'_, '_> {
                 *index += 1;
                 // One vertex per base image and platform, however many stages start from it
                 // (BuildKit merges them); the image is in the store already, so it is cached.
-                let identity = key::from_key(&base.identity(), &platform).digest;
+                let identity =
+                    key::from_key_at(&base.identity(), &platform, self.driver.epoch).digest;
                 if self.driver.first_use(identity) {
                     let name = self.name(*index, total, &format!("FROM {}", base.name));
                     let vertex = self.driver.start(name);
@@ -450,7 +452,7 @@ impl StageRun<'_, '_> {
                 Ok(StageState {
                     config,
                     layers,
-                    chain: key::from_key(&base.identity(), &platform).digest,
+                    chain: key::from_key_at(&base.identity(), &platform, self.driver.epoch).digest,
                     reran: false,
                 })
             }
@@ -847,15 +849,21 @@ impl StageRun<'_, '_> {
         });
         let entries = execute()?;
         let snapshot_now = self.read_later(step_index);
-        let layer = commit_layer(store, entries, snapshot_now, &|written| {
-            self.driver.report(Event::Status {
-                vertex,
-                name: "writing layer".to_string(),
-                current: written,
-                total: None,
-                completed: false,
-            })
-        })?;
+        let layer = commit_layer_at(
+            store,
+            entries,
+            snapshot_now,
+            self.driver.epoch,
+            &|written| {
+                self.driver.report(Event::Status {
+                    vertex,
+                    name: "writing layer".to_string(),
+                    current: written,
+                    total: None,
+                    completed: false,
+                })
+            },
+        )?;
         let created = self.driver.now_secs;
         let preimage_json = serde_json::to_vec(&key.preimage).unwrap_or_default();
         let (preimage, _) = store.put_blob(&preimage_json)?;
@@ -1228,15 +1236,22 @@ pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
 /// Writes `entries` as a layer blob and its snapshot.
 pub(crate) fn commit_layer(
     store: &Store,
-    mut entries: Vec<LayerEntry>,
+    entries: Vec<LayerEntry>,
     snapshot_now: bool,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, StepError> {
-    // BuildKit's layers carry whole seconds only (no PAX mtime records), so the same files
-    // give the same layer bytes.
-    for entry in &mut entries {
-        entry.mtime.nanos = 0;
-    }
+    commit_layer_at(store, entries, snapshot_now, None, progress)
+}
+
+/// [`commit_layer`] in a build with SOURCE_DATE_EPOCH `epoch`: mtimes newer than it become it.
+pub(crate) fn commit_layer_at(
+    store: &Store,
+    mut entries: Vec<LayerEntry>,
+    snapshot_now: bool,
+    epoch: Option<i64>,
+    progress: &dyn Fn(u64),
+) -> Result<LayerBlob, StepError> {
+    layer::clamp_mtimes(&mut entries, epoch);
     // A layer a later RUN runs on is laid out as its snapshot while it is written; any
     // other is unpacked on first use (see `snapshot`), so a final `COPY . /app` never is.
     let mut writer = Counting {
@@ -1302,7 +1317,7 @@ pub(crate) fn snapshot(store: &Store, layer: &LayerBlob) -> Result<PathBuf, Step
         LAYER_MEDIA_TYPE | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(blob),
         "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Box::new(flate2::read::GzDecoder::new(blob))
+            Box::new(flate2::read::MultiGzDecoder::new(blob))
         }
         "application/vnd.oci.image.layer.v1.tar+zstd" => {
             let path = store.blob_path(&layer.blob.digest);
