@@ -39,6 +39,25 @@ pub enum Command {
     /// Write images to a tar that both `docker load` and OCI tools read (an OCI layout with
     /// docker's manifest.json), or to an OCI layout directory
     Save(SaveArgs),
+    /// Load images from an OCI layout, an OCI tarball or a `docker save` tarball
+    Load(LoadArgs),
+}
+
+/// `kiln load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Read this tarball (plain, gzip, zstd, bzip2 or xz) or OCI layout directory instead of
+    /// standard input
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Print only the loaded images' ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `kiln save`.

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         Command::Cache(command) => commands::cache(&command),
         Command::Logs(args) => commands::logs(&args),
         Command::Save(args) => save::save_command(&args),
+        Command::Load(args) => load_command(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -409,6 +410,46 @@ fn build_command(args: &BuildArgs) -> Result<(), Failure> {
     writeln!(stdout, "{}", outcome.manifest.digest)
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")?;
+    Ok(())
+}
+
+/// `kiln load`: reads the archive (or layout directory), then says what it loaded as
+/// `docker load` does: `Loaded image: NAME` per name, `Loaded image ID: ID` for an image
+/// without one.
+fn load_command(args: &cli::LoadArgs) -> Result<(), Failure> {
+    let store = open_store(&args.store.root)?;
+    let loaded = match &args.input {
+        Some(path) if path.is_dir() => kiln::load::load_dir(&store, path),
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open '{}'", path.display()))?;
+            kiln::load::load_archive(&store, file, &path.display().to_string())
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(Failure::Hinted {
+                    message: "standard input is a terminal: expected an image archive".into(),
+                    hint: Some("give the archive with -i FILE or pipe it in".into()),
+                });
+            }
+            kiln::load::load_archive(&store, std::io::stdin().lock(), "standard input")
+        }
+    }
+    .context("cannot load the images")?;
+    let mut stdout = std::io::stdout().lock();
+    for image in &loaded {
+        if args.quiet {
+            writeln!(stdout, "{}", image.manifest.digest)
+        } else if image.names.is_empty() {
+            writeln!(stdout, "Loaded image ID: {}", image.manifest.digest)
+        } else {
+            image
+                .names
+                .iter()
+                .try_for_each(|name| writeln!(stdout, "Loaded image: {}", name.familiar()))
+        }
+        .context("cannot write to standard output")?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,8 @@ mod differential;
 mod dockerignore;
 mod layer;
 mod layer_diff;
+/// `kiln load`: OCI and docker archives, verification, building on loaded images.
+mod load;
 mod parse;
 mod robustness;
 mod sandbox;
