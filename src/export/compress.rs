@@ -361,3 +361,147 @@ fn zstd_with_workers(
     io::copy(input, &mut encoder)?;
     encoder.finish().map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+
+    /// Text-like bytes that compress somewhat, different in every chunk.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                match i % 7 {
+                    0 => b'\n',
+                    _ => b'a' + (state % 16) as u8,
+                }
+            })
+            .collect()
+    }
+
+    fn in_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(work)
+    }
+
+    fn gzip(input: &[u8], level: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        gzip_parallel(&mut &input[..], &mut out, level).expect("compresses");
+        out
+    }
+
+    #[test]
+    fn gzip_members_decode_to_the_input_whatever_the_thread_count() {
+        let sizes = [0, 1, GZIP_CHUNK - 1, GZIP_CHUNK, GZIP_CHUNK + 1, 9 * GZIP_CHUNK / 2];
+        for size in sizes {
+            let input = sample(size);
+            let one = in_pool(1, || gzip(&input, 6));
+            let three = in_pool(3, || gzip(&input, 6));
+            assert_eq!(one, three, "size {size}");
+            // Header: magic, deflate, no flags, mtime 0.
+            assert_eq!(one[..8], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0], "size {size}");
+            let mut decoded = Vec::new();
+            flate2::read::MultiGzDecoder::new(&one[..])
+                .read_to_end(&mut decoded)
+                .expect("decodes");
+            assert_eq!(decoded, input, "size {size}");
+            let members = size.div_ceil(GZIP_CHUNK).max(1);
+            let headers = one.windows(4).filter(|w| w == &[0x1f, 0x8b, 8, 0]).count();
+            assert!(headers >= members, "size {size}: {headers} < {members}");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_do_not_depend_on_the_worker_count() {
+        let input = sample(24 << 20);
+        let run = |workers| {
+            let mut out = Vec::new();
+            zstd_with_workers(&mut &input[..], &mut out, 3, workers).expect("compresses");
+            out
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        assert_eq!(zstd::decode_all(&one[..]).expect("decodes"), input);
+    }
+
+    #[test]
+    fn levels_are_checked_per_algorithm() {
+        let table: &[(Algorithm, Option<i32>, Option<i32>)] = &[
+            (Algorithm::Gzip, None, Some(6)),
+            (Algorithm::Gzip, Some(0), Some(0)),
+            (Algorithm::Gzip, Some(9), Some(9)),
+            (Algorithm::Gzip, Some(10), None),
+            (Algorithm::Zstd, None, Some(3)),
+            (Algorithm::Zstd, Some(22), Some(22)),
+            (Algorithm::Zstd, Some(0), None),
+            (Algorithm::None, Some(7), Some(0)),
+        ];
+        for &(algorithm, level, expected) in table {
+            let found = Compression { algorithm, level }.effective_level().ok();
+            assert_eq!(found, expected, "{algorithm} {level:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_blobs_are_made_once_and_match_their_diff_id() {
+        let (_dir, store) = temp_store();
+        let tar = sample(3 * GZIP_CHUNK);
+        let (diff_id, size) = store.put_blob(&tar).expect("puts");
+        let layer = Descriptor::new(LAYER_MEDIA_TYPE, diff_id, size);
+        for algorithm in [Algorithm::Gzip, Algorithm::Zstd] {
+            let compression = Compression {
+                algorithm,
+                level: None,
+            };
+            let first = layer_blob(&store, &layer, &diff_id, compression).expect("compresses");
+            assert_eq!(first.media_type, algorithm.oci_media_type());
+            assert_ne!(first.digest, diff_id);
+            let id = record_id(&diff_id, algorithm, compression.effective_level().unwrap());
+            let record: CompressedRecord = store.get_record(RECORD_KIND, &id).unwrap().unwrap();
+            assert_eq!(record.digest, first.digest);
+            // Found through the record the second time, and back to the same tar.
+            let again = layer_blob(&store, &layer, &diff_id, compression).expect("again");
+            assert_eq!(again, first);
+            let mut plain = Vec::new();
+            open_layer(&store, &first)
+                .unwrap()
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(plain, tar);
+            // From the compressed blob back to none gives the uncompressed blob.
+            let none = Compression {
+                algorithm: Algorithm::None,
+                level: None,
+            };
+            let back = layer_blob(&store, &first, &diff_id, none).expect("plain");
+            assert_eq!(back.digest, diff_id);
+        }
+        let none = Compression {
+            algorithm: Algorithm::None,
+            level: None,
+        };
+        assert_eq!(
+            layer_blob(&store, &layer, &diff_id, none).unwrap(),
+            Descriptor::new(LAYER_MEDIA_TYPE, diff_id, size)
+        );
+        // A diff_id the bytes do not have is refused, and nothing is recorded.
+        let wrong = Digest::of(b"not this layer");
+        let gzip = Compression::default();
+        assert!(matches!(
+            layer_blob(&store, &layer, &wrong, gzip),
+            Err(ExportError::ReadLayer { .. })
+        ));
+        let id = record_id(&wrong, Algorithm::Gzip, 6);
+        assert!(store
+            .get_record::<CompressedRecord>(RECORD_KIND, &id)
+            .unwrap()
+            .is_none());
+    }
+}

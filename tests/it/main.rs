@@ -6,6 +6,8 @@ mod cli;
 mod copy;
 mod differential;
 mod dockerignore;
+/// kiln save and build -o: archives, compression, SOURCE_DATE_EPOCH, peers reading them.
+mod export;
 mod layer;
 mod layer_diff;
 /// `kiln load`: OCI and docker archives, verification, building on loaded images.
