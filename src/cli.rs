@@ -41,6 +41,16 @@ pub enum Command {
     Save(SaveArgs),
     /// Load images from an OCI layout, an OCI tarball or a `docker save` tarball
     Load(LoadArgs),
+    /// Run a command in a new container of an image, as `docker run` does
+    Run(RunArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Make an image of a container's changes
+    Commit(CommitArgs),
+    /// Write an OCI runtime bundle (config.json and rootfs/) of an image, for runc
+    Bundle(BundleArgs),
 }
 
 /// `kiln load`.
@@ -332,4 +342,165 @@ pub enum ParseFormat {
     Dag,
     /// The same graph in Graphviz's dot language
     Dot,
+}
+
+/// `kiln run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Name the container
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Set an environment variable (KEY=VALUE; a bare KEY takes the value from kiln's
+    /// environment)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file (one KEY=VALUE a line, # comments)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Bind a host directory or file: HOST:CONTAINER[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Mount: type=bind,source=HOST,target=PATH[,readonly] or type=tmpfs,target=PATH
+    #[arg(long = "mount", value_name = "type=bind|tmpfs,...")]
+    pub mounts: Vec<String>,
+
+    /// The working directory inside the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// The user: NAME or UID, with an optional :GROUP
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Override the image's ENTRYPOINT ('' clears it)
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+
+    /// Keep standard input open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// The network: host (the default; kiln has no bridge) or none
+    #[arg(long, value_name = "none|host", default_value = "host")]
+    pub network: String,
+
+    /// The container's hostname (default: the first 12 digits of its id)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// The image: NAME[:TAG], a digest or an ID prefix
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The command and its arguments (default: the image's CMD)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `kiln ps`.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+
+    /// Print only container ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Do not truncate ids and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln rm`.
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Kill a running container first
+    #[arg(short = 'f', long)]
+    pub force: bool,
+
+    /// Containers, by name or id prefix
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub containers: Vec<String>,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln commit`.
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    /// The history entry's comment
+    #[arg(short = 'm', long, value_name = "TEXT")]
+    pub message: Option<String>,
+
+    /// The author
+    #[arg(short = 'a', long, value_name = "NAME")]
+    pub author: Option<String>,
+
+    /// The container, by name or id prefix
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+
+    /// The new image's name, NAME[:TAG]
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kiln bundle`.
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    /// The image
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The bundle directory (created; must be empty)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// The command and its arguments (default: the image's ENTRYPOINT and CMD)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+
+    /// The store
+    #[command(flatten)]
+    pub store: StoreArgs,
 }

@@ -37,6 +37,8 @@ pub mod layer;
 
 pub mod sandbox;
 
+pub mod container;
+
 /// Images from OCI layouts and `docker save` archives into the store.
 pub mod load;
 

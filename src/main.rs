@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod containers;
 mod save;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let outcome = match cli.command {
+        // `run` exits with the container's status, not 0 or 1.
+        Command::Run(args) => return containers::run(&args),
+        Command::Ps(args) => containers::ps(&args),
+        Command::Rm(args) => containers::rm(&args),
+        Command::Commit(args) => containers::commit(&args),
+        Command::Bundle(args) => containers::bundle(&args),
         Command::Build(args) => build_command(&args),
         Command::Parse(args) => parse_command(&args),
         Command::Images(args) => commands::images(&args),
@@ -86,7 +93,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(failure: &Failure) {
+pub(crate) fn report(failure: &Failure) {
     let mut stderr = std::io::stderr().lock();
     let text = match failure {
         Failure::Located(located) => Diagnostic {

@@ -235,6 +235,16 @@ pub fn run_attached_with(
     conclude(guard, report).map(|outcome| outcome.status)
 }
 
+/// Copies the snapshot directories `lower` (lowest first, in overlay format) into the empty
+/// directory `target` with each one's whiteouts and opaque directories applied: the root
+/// filesystem a sandbox over them would see, as plain files (for an OCI runtime bundle).
+///
+/// # Errors
+/// I/O errors; `target` may then hold part of the tree.
+pub fn flatten(lower: &[PathBuf], target: &Path) -> std::io::Result<()> {
+    copy::merge(lower, target).map(drop)
+}
+
 /// Sets up a complete sandbox over an empty root filesystem without running anything: `Ok`
 /// when namespaces, id maps, overlay and every mount work here.
 pub fn probe() -> Result<HostSupport, SandboxError> {

@@ -15,6 +15,8 @@ mod engine;
 pub mod events;
 mod export;
 mod step;
+/// Layer snapshots and commits, shared with `container` (kiln run, commit, bundle).
+pub(crate) use step::{commit_layer, snapshot, LayerBlob, StepError};
 
 pub use engine::{
     build, BuildError, BuildOutcome, BuildRequest, NamedContext, SecretSource, StepReport,
