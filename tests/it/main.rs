@@ -12,6 +12,8 @@ mod layer;
 mod layer_diff;
 /// `kiln load`: OCI and docker archives, verification, building on loaded images.
 mod load;
+/// OCI image-spec schemas and test tables; what kiln writes, by the same book.
+mod oci_schema;
 mod parse;
 mod robustness;
 mod sandbox;
