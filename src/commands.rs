@@ -366,10 +366,12 @@ fn cache_prune(args: &PruneArgs) -> Result<(), Failure> {
     let store = open_store(&args.store.root)?;
     let _lock = store.lock_exclusive()?;
     let summary = store.prune(CACHE_KIND, &options)?;
+    // The compressed layers exports made are a cache too (remade on the next export).
+    let exported = store.prune(kiln::export::compress::RECORD_KIND, &options)?;
     print(&format!(
         "Deleted {} cache entries\nTotal reclaimed space: {}\n",
-        summary.records_removed,
-        human_size(summary.gc.bytes_freed)
+        summary.records_removed + exported.records_removed,
+        human_size(summary.gc.bytes_freed + exported.gc.bytes_freed)
     ))?;
     Ok(())
 }

@@ -20,13 +20,20 @@ use kiln::store::{Reference, Store};
 pub(crate) fn save_command(args: &SaveArgs) -> Result<(), Failure> {
     let store = open_store(&args.store.root)?;
     let mut images: Vec<SaveImage> = Vec::new();
+    let tagged = store.images()?;
     for text in &args.images {
         let resolved = store.resolve(text)?;
-        // A name given as an ID or digest saves the image untagged, as docker does.
-        let names = match Reference::parse(text) {
-            Ok(name) if name.tag().is_some() && name.digest().is_none() => vec![name],
-            _ => Vec::new(),
-        };
+        // Only a tag the image has names it in the archive; an image given by ID or digest
+        // is saved untagged, as docker does.
+        let names: Vec<Reference> = Reference::parse(text)
+            .ok()
+            .filter(|name| {
+                tagged.iter().any(|record| {
+                    record.digest == resolved.digest && record.name.as_ref() == Some(name)
+                })
+            })
+            .into_iter()
+            .collect();
         match images.iter_mut().find(|i| i.manifest == resolved.digest) {
             Some(image) => image.names.extend(names),
             None => images.push(SaveImage {

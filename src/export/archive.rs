@@ -20,7 +20,7 @@
 //! compression or the media types change. This module must never print nor change the store
 //! beyond adding compressed layer blobs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -116,20 +116,16 @@ pub fn save(
         .iter()
         .map(|image| load(store, &image.manifest))
         .collect::<Result<Vec<_>>>()?;
-    let layers: BTreeSet<(Digest, Digest)> = loaded
+    // Each distinct layer once, all of them at the same time.
+    let layers: BTreeMap<Digest, (&Descriptor, &Digest)> = loaded
         .iter()
-        .flat_map(|image| image.layers.iter().map(|(blob, diff)| (blob.digest, *diff)))
+        .flat_map(|image| &image.layers)
+        .map(|(blob, diff_id)| (blob.digest, (blob, diff_id)))
         .collect();
     let blobs_by_layer: BTreeMap<Digest, Descriptor> = layers
         .into_par_iter()
-        .map(|(digest, diff_id)| {
-            let layer = loaded
-                .iter()
-                .flat_map(|image| &image.layers)
-                .find(|(blob, _)| blob.digest == digest)
-                .map(|(blob, _)| blob.clone())
-                .unwrap_or_else(|| Descriptor::new("", digest, 0));
-            layer_blob(store, &layer, &diff_id, compression).map(|blob| (digest, blob))
+        .map(|(digest, (layer, diff_id))| {
+            layer_blob(store, layer, diff_id, compression).map(|blob| (digest, blob))
         })
         .collect::<Result<_>>()?;
 
@@ -338,45 +334,50 @@ fn write_tar(
     out: &mut dyn Write,
     path: &Path,
 ) -> Result<u64> {
-    let error = write_error("the archive", path);
     let mut counter = Counter {
         inner: out,
         count: 0,
     };
     let mut builder = tar::Builder::new(&mut counter);
-    let mut result = || -> Result<()> {
-        let mut dirs = DIRS.iter().peekable();
-        for (name, content) in files {
-            while let Some(dir) = dirs.next_if(|dir| **dir < name.as_str()) {
-                let header = tar_header(dir, 0, true).map_err(write_error("the archive", path))?;
-                builder
-                    .append(&header, io::empty())
-                    .map_err(write_error("the archive", path))?;
-            }
-            match content {
-                Content::Bytes(bytes) => {
-                    let header = tar_header(name, bytes.len() as u64, false)
-                        .map_err(write_error("the archive", path))?;
-                    builder
-                        .append(&header, bytes.as_slice())
-                        .map_err(write_error("the archive", path))?;
-                }
-                Content::Blob(digest, size) => {
-                    let header =
-                        tar_header(name, *size, false).map_err(write_error("the archive", path))?;
-                    let blob = store.open_blob(digest)?;
-                    builder
-                        .append(&header, blob)
-                        .map_err(write_error("the archive", path))?;
-                }
+    let mut dirs = DIRS.iter().peekable();
+    for (name, content) in files {
+        while let Some(dir) = dirs.next_if(|dir| **dir < name.as_str()) {
+            append(&mut builder, dir, 0, true, io::empty(), path)?;
+        }
+        match content {
+            Content::Bytes(bytes) => append(
+                &mut builder,
+                name,
+                bytes.len() as u64,
+                false,
+                bytes.as_slice(),
+                path,
+            )?,
+            Content::Blob(digest, size) => {
+                let blob = store.open_blob(digest)?;
+                append(&mut builder, name, *size, false, blob, path)?
             }
         }
-        builder.finish().map_err(write_error("the archive", path))
-    };
-    result()?;
+    }
+    builder.finish().map_err(write_error("the archive", path))?;
     drop(builder);
-    counter.flush().map_err(error)?;
+    counter.flush().map_err(write_error("the archive", path))?;
     Ok(counter.count)
+}
+
+/// Appends one entry; a blob that fails its digest check at the end fails the write.
+fn append(
+    builder: &mut tar::Builder<&mut Counter<'_>>,
+    name: &str,
+    size: u64,
+    dir: bool,
+    data: impl io::Read,
+    path: &Path,
+) -> Result<()> {
+    let header = tar_header(name, size, dir).map_err(write_error("the archive", path))?;
+    builder
+        .append(&header, data)
+        .map_err(write_error("the archive", path))
 }
 
 fn write_dir(store: &Store, files: &BTreeMap<String, Content>, dir: &Path) -> Result<u64> {

@@ -752,3 +752,29 @@ fn docker_loads_and_runs_the_archive() {
         );
     }
 }
+
+#[test]
+fn an_image_saved_by_id_is_untagged_and_prune_drops_compressed_layers() {
+    let project = simple_project();
+    let digest = project.build(&["-t", "ex:1"], &[]);
+    let short = &digest["sha256:".len().."sha256:".len() + 12];
+    let archive = fs::read(project.save(short, "by-id.tar", &[])).unwrap();
+    let entries = read_tar(&archive);
+    let file = |name: &str| json(&entries.iter().find(|(n, _)| n == name).unwrap().1.bytes);
+    let index = file("index.json");
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+    assert!(
+        index["manifests"][0].get("annotations").is_none(),
+        "{index}"
+    );
+    assert_eq!(file("manifest.json")[0]["RepoTags"], serde_json::json!([]));
+    assert_eq!(file("repositories"), serde_json::json!({}));
+
+    let records = project.store.path().join("kiln/records/compressed-layer");
+    assert_eq!(fs::read_dir(&records).unwrap().count(), 2, "one per layer");
+    project.ok(&["cache", "prune"]);
+    assert_eq!(fs::read_dir(&records).map_or(0, Iterator::count), 0);
+    // The image is untouched and saves the same bytes again.
+    let again = fs::read(project.save("ex:1", "again.tar", &[])).unwrap();
+    assert_eq!(read_tar(&again).len(), entries.len());
+}
