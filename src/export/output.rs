@@ -179,14 +179,16 @@ mod tests {
 
     #[test]
     fn parses_specs() {
-        let table: &[(
-            &str,
+        /// Text, kind, dest, compression, level, names.
+        type Row<'a> = (
+            &'a str,
             OutputKind,
-            &str,
+            &'a str,
             Option<Algorithm>,
             Option<i32>,
-            &[&str],
-        )] = &[
+            &'a [&'a str],
+        );
+        let table: &[Row] = &[
             ("-", OutputKind::Tar, "-", None, None, &[]),
             ("out", OutputKind::Local, "out", None, None, &[]),
             (
