@@ -2,7 +2,7 @@
 //!
 //! Consumes keys and step results from the solver; produces serde records the solver keeps
 //! in the store (kind [`CACHE_KIND`] by key, kind [`STEP_KIND`] by [`StepLocator::id`], and
-//! the stat cache bytes under [`STAT_KIND`]). It must never do I/O itself: the store owns
+//! the stat cache bytes under [`STAT_KIND`], the walk's listings under [`WALK_KIND`]). It must never do I/O itself: the store owns
 //! persistence, this module only the shapes and the locator's identity.
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,9 @@ pub const CACHE_KIND: &str = "cache";
 pub const STEP_KIND: &str = "step";
 /// Store record kind of stat caches, keyed by the digest of the context root path.
 pub const STAT_KIND: &str = "stat";
+/// Store record kind of a context's directory listings (`context::walk::Listings`), keyed
+/// like the stat cache.
+pub const WALK_KIND: &str = "walk";
 /// Store record kind naming a RUN's output log blob, keyed by the step's cache key.
 pub const LOG_KIND: &str = "log";
 /// Store record kind of [`MemoRecord`]s, keyed by the context and the step's definition.

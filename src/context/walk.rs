@@ -10,15 +10,24 @@
 //! and which excluded directories are not even entered, is decided by
 //! [`ContextFilter::judge`], the same decision BuildKit's context walk makes: an excluded
 //! directory is entered only when an exception pattern could re-include something inside.
+//!
+//! A walk may be given the [`Listings`] of the previous walk of the same directory: a
+//! directory whose inode, device, mtime and ctime are what they were then holds the same
+//! names (creating, removing or renaming an entry changes both times), so its names are
+//! taken from there and only statted, through an `O_PATH` descriptor, instead of being read
+//! again. A listing is only kept when its directory's ctime was older than the walk by
+//! [`LISTING_TRUST`], so a change in the same clock tick as the read cannot hide.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use rustix::fs;
 
@@ -199,16 +208,33 @@ pub fn read_dockerignore(root: &Path, dockerfile: Option<&Path>) -> Result<Vec<S
     Ok(Vec::new())
 }
 
+/// How much older than the walk a directory's ctime must be for its listing to be kept:
+/// file times come from a clock that ticks every few milliseconds, so a change made in the
+/// tick of the read could otherwise leave the times as they were.
+pub const LISTING_TRUST: Duration = Duration::from_secs(2);
+
 /// Walks the context at `root`, applying the `.dockerignore` patterns with Docker's
 /// semantics, in parallel. Symlinks are recorded, never followed.
 ///
 /// # Errors
 /// Bad patterns, an unreadable directory or entry, or a name that is not UTF-8.
 pub fn walk(root: &Path, dockerignore_patterns: &[String]) -> Result<Context> {
+    walk_reusing(root, dockerignore_patterns, Listings::default()).map(|walked| walked.context)
+}
+
+/// [`walk`], taking the names of unchanged directories from the `previous` walk's listings.
+///
+/// # Errors
+/// As [`walk`].
+pub fn walk_reusing(
+    root: &Path,
+    dockerignore_patterns: &[String],
+    previous: Listings,
+) -> Result<Walked> {
     let no_includes: &[String] = &[];
     let filter =
         ContextFilter::new(no_includes, dockerignore_patterns).map_err(WalkError::Patterns)?;
-    walk_with(root, &filter)
+    walk_filtered(root, &filter, previous, LISTING_TRUST)
 }
 
 /// Walks `root` through any [`ContextFilter`] (include patterns too, as a named context
@@ -217,22 +243,199 @@ pub fn walk(root: &Path, dockerignore_patterns: &[String]) -> Result<Context> {
 /// # Errors
 /// As [`walk`].
 pub fn walk_with(root: &Path, filter: &ContextFilter) -> Result<Context> {
+    walk_filtered(root, filter, Listings::default(), LISTING_TRUST).map(|walked| walked.context)
+}
+
+/// A walk's result: the context, and the listings to give the next walk.
+#[derive(Debug)]
+pub struct Walked {
+    /// The kept entries.
+    pub context: Context,
+    /// Every directory listing the next walk may reuse.
+    pub listings: Listings,
+    /// How many directories were read rather than taken from the previous listings.
+    pub directories_read: usize,
+}
+
+fn walk_filtered(
+    root: &Path,
+    filter: &ContextFilter,
+    previous: Listings,
+    trust: Duration,
+) -> Result<Walked> {
+    let root_stamp = fs::statx(
+        fs::CWD,
+        root,
+        fs::AtFlags::empty(),
+        fs::StatxFlags::BASIC_STATS,
+    )
+    .map(|stat| DirStamp::of(&stat))
+    .map_err(|errno| WalkError::Io {
+        path: root.to_path_buf(),
+        source: errno.into(),
+    })?;
+    let trusted_before = SystemTime::now()
+        .checked_sub(trust)
+        .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |since| {
+            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+        });
     let shared = Shared {
         root,
         filter,
         found: Mutex::new(HashMap::new()),
+        previous: Mutex::new(previous.dirs),
+        listings: Mutex::new(HashMap::new()),
+        trusted_before,
+        directories_read: std::sync::atomic::AtomicUsize::new(0),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
-    rayon::scope(|scope| read_directory(scope, &shared, String::new(), None));
+    rayon::scope(|scope| read_directory(scope, &shared, String::new(), None, root_stamp));
     if let Some(error) = lock(&shared.error).take() {
         return Err(error);
     }
     let directories = std::mem::take(&mut *lock(&shared.found));
-    Ok(Context {
-        root: root.to_path_buf(),
-        entries: prune_pending(in_walk_order(directories)),
+    let listings = std::mem::take(&mut *lock(&shared.listings));
+    Ok(Walked {
+        context: Context {
+            root: root.to_path_buf(),
+            entries: prune_pending(in_walk_order(directories)),
+        },
+        listings: Listings { dirs: listings },
+        directories_read: shared.directories_read.into_inner(),
     })
+}
+
+/// What says a directory still holds the names it held: its identity and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirStamp {
+    ino: u64,
+    dev: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl DirStamp {
+    fn of(stat: &fs::Statx) -> DirStamp {
+        DirStamp {
+            ino: stat.stx_ino,
+            dev: fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+            mtime_ns: nanos(stat.stx_mtime.tv_sec, i64::from(stat.stx_mtime.tv_nsec)),
+            ctime_ns: nanos(stat.stx_ctime.tv_sec, i64::from(stat.stx_ctime.tv_nsec)),
+        }
+    }
+
+    fn of_entry(entry: &Entry) -> DirStamp {
+        DirStamp {
+            ino: entry.ino,
+            dev: entry.dev,
+            mtime_ns: entry.mtime_ns,
+            ctime_ns: entry.ctime_ns,
+        }
+    }
+}
+
+/// The names one directory held, each with the type its listing gave (`d_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listing {
+    stamp: DirStamp,
+    names: Vec<(CString, fs::FileType)>,
+}
+
+/// The directory listings of a walk by directory (relative path, `""` for the root), for the
+/// next walk of the same root. Kept between builds in [`Listings::encode`]'s form.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listings {
+    dirs: HashMap<String, Listing>,
+}
+
+/// First byte of [`Listings::encode`]; bytes with another first byte decode as no listings.
+const LISTINGS_VERSION: u8 = 1;
+
+impl Listings {
+    /// How many directories have a listing.
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// True if and only if no directory has a listing.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// A compact binary form: version, then per directory its path, stamp and names with
+    /// their types, every length and number fixed-width big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![LISTINGS_VERSION];
+        let mut dirs: Vec<_> = self.dirs.iter().collect();
+        dirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (path, listing) in dirs {
+            put_bytes(&mut out, path.as_bytes());
+            let stamp = &listing.stamp;
+            out.extend_from_slice(&stamp.ino.to_be_bytes());
+            out.extend_from_slice(&stamp.dev.to_be_bytes());
+            out.extend_from_slice(&stamp.mtime_ns.to_be_bytes());
+            out.extend_from_slice(&stamp.ctime_ns.to_be_bytes());
+            out.extend_from_slice(&(listing.names.len() as u32).to_be_bytes());
+            for (name, file_type) in &listing.names {
+                out.push((file_type.as_raw_mode() >> 12) as u8);
+                put_bytes(&mut out, name.to_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads [`Listings::encode`]'s form. Anything else, damaged or from another version,
+    /// gives no listings: the walk then reads every directory, which is only slower.
+    pub fn decode(bytes: &[u8]) -> Listings {
+        decode_listings(bytes).unwrap_or_default()
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn decode_listings(bytes: &[u8]) -> Option<Listings> {
+    let (&version, mut rest) = bytes.split_first()?;
+    if version != LISTINGS_VERSION {
+        return None;
+    }
+    let mut dirs = HashMap::new();
+    while !rest.is_empty() {
+        let path = String::from_utf8(take_bytes(&mut rest)?.to_vec()).ok()?;
+        let stamp = DirStamp {
+            ino: u64::from_be_bytes(take(&mut rest)?),
+            dev: u64::from_be_bytes(take(&mut rest)?),
+            mtime_ns: i64::from_be_bytes(take(&mut rest)?),
+            ctime_ns: i64::from_be_bytes(take(&mut rest)?),
+        };
+        let count = u32::from_be_bytes(take(&mut rest)?);
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let [kind] = take::<1>(&mut rest)?;
+            let name = CString::new(take_bytes(&mut rest)?).ok()?;
+            let file_type = fs::FileType::from_raw_mode(rustix::fs::RawMode::from(kind) << 12);
+            names.push((name, file_type));
+        }
+        dirs.insert(path, Listing { stamp, names });
+    }
+    Some(Listings { dirs })
+}
+
+fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(*head)
+}
+
+fn take_bytes<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let length = usize::try_from(u32::from_be_bytes(take(rest)?)).ok()?;
+    let (head, tail) = rest.split_at_checked(length)?;
+    *rest = tail;
+    Some(head)
 }
 
 /// Joins the directories' sorted listings depth first, each directory followed by its
@@ -289,6 +492,13 @@ struct Shared<'a> {
     filter: &'a ContextFilter,
     /// Each directory read, by relative path, its entries sorted by name.
     found: Mutex<HashMap<String, Vec<Found>>>,
+    /// The previous walk's listings, each taken out when its directory is met.
+    previous: Mutex<HashMap<String, Listing>>,
+    /// This walk's listings.
+    listings: Mutex<HashMap<String, Listing>>,
+    /// A directory read now is listed for the next walk only when its ctime is older.
+    trusted_before: i64,
+    directories_read: std::sync::atomic::AtomicUsize,
     error: Mutex<Option<WalkError>>,
     failed: AtomicBool,
 }
@@ -308,58 +518,67 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads one directory (`relative` to the root, `""` for the root), judges its entries and
-/// spawns a task for each subdirectory the walk must enter.
+/// Reads one directory (`relative` to the root, `""` for the root), or takes its names from
+/// the previous walk when its `stamp` is unchanged, judges its entries and spawns a task for
+/// each subdirectory the walk must enter.
 fn read_directory<'s>(
     scope: &rayon::Scope<'s>,
     shared: &'s Shared<'s>,
     relative: String,
     matches: Option<DirMatches>,
+    stamp: DirStamp,
 ) {
     if shared.failed.load(AtomicOrdering::Relaxed) {
         return;
     }
     let dir = shared.root.join(&relative);
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source: io::Error| WalkError::Io { path, source }
-    };
+    let unchanged = lock(&shared.previous)
+        .remove(&relative)
+        .filter(|listing| listing.stamp == stamp);
     // One directory descriptor for the listing and every stat in it: names are looked up
     // relative to it (no path walk from the root per file) and, unlike opendir(3), opening
-    // it costs no extra fstat.
+    // it costs no extra fstat. Only stats need an unchanged directory's descriptor, and an
+    // O_PATH one is the cheapest to open and close.
+    let access = match unchanged {
+        Some(_) => fs::OFlags::PATH,
+        None => fs::OFlags::RDONLY,
+    };
     let fd = match fs::openat(
         fs::CWD,
         &dir,
-        fs::OFlags::RDONLY | fs::OFlags::DIRECTORY | fs::OFlags::CLOEXEC,
+        access | fs::OFlags::DIRECTORY | fs::OFlags::CLOEXEC,
         fs::Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(errno) => return shared.fail(io_error(&dir)(errno.into())),
+        Err(errno) => return shared.fail(io_error(&dir, errno)),
     };
-    let mut buffer = vec![std::mem::MaybeUninit::uninit(); 64 * 1024];
-    let mut listing = fs::RawDir::new(&fd, &mut buffer);
-    let mut found = Vec::new();
-    while let Some(item) = listing.next() {
-        let item = match item {
-            Ok(item) => item,
-            Err(errno) => return shared.fail(io_error(&dir)(errno.into())),
-        };
-        let name = item.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
+    let listing = match unchanged {
+        Some(listing) => listing,
+        None => {
+            shared
+                .directories_read
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            match list_names(&fd, stamp) {
+                Ok(listing) => listing,
+                Err(errno) => return shared.fail(io_error(&dir, errno)),
+            }
         }
+    };
+    let mut found = Vec::new();
+    for (name, file_type) in &listing.names {
         let listed = Listed {
             dir: &dir,
             fd: &fd,
-            name: item.file_name(),
-            file_type: item.file_type(),
+            name,
+            file_type: *file_type,
         };
         match judge_entry(shared, &relative, matches.as_ref(), &listed) {
             Ok(Some((item, descend))) => {
                 if let Some(child_matches) = descend {
                     let path = item.entry.path.clone();
+                    let child_stamp = DirStamp::of_entry(&item.entry);
                     scope.spawn(move |scope| {
-                        read_directory(scope, shared, path, Some(child_matches))
+                        read_directory(scope, shared, path, Some(child_matches), child_stamp)
                     });
                 }
                 found.push(item);
@@ -370,14 +589,42 @@ fn read_directory<'s>(
     }
     // Siblings share the directory prefix, so byte order of paths is byte order of names.
     found.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    if listing.stamp.ctime_ns < shared.trusted_before {
+        lock(&shared.listings).insert(relative.clone(), listing);
+    }
     lock(&shared.found).insert(relative, found);
+}
+
+fn io_error(path: &Path, errno: rustix::io::Errno) -> WalkError {
+    WalkError::Io {
+        path: path.to_path_buf(),
+        source: errno.into(),
+    }
+}
+
+/// Every name in the directory open at `fd` but `.` and `..`, with its listed type.
+fn list_names(
+    fd: &std::os::fd::OwnedFd,
+    stamp: DirStamp,
+) -> std::result::Result<Listing, rustix::io::Errno> {
+    let mut buffer = vec![std::mem::MaybeUninit::uninit(); 64 * 1024];
+    let mut listing = fs::RawDir::new(fd, &mut buffer);
+    let mut names = Vec::new();
+    while let Some(item) = listing.next() {
+        let item = item?;
+        let name = item.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push((name.to_owned(), item.file_type()));
+        }
+    }
+    Ok(Listing { stamp, names })
 }
 
 /// One name of a directory listing, with the directory's descriptor to stat it through.
 struct Listed<'a> {
     dir: &'a Path,
     fd: &'a std::os::fd::OwnedFd,
-    name: &'a std::ffi::CStr,
+    name: &'a CStr,
     file_type: fs::FileType,
 }
 
@@ -549,6 +796,79 @@ mod tests {
         }
         assert!(context.get("a/b/c").is_some());
         assert!(context.get("a/b/d").is_none());
+    }
+
+    fn paths(context: &Context) -> Vec<&str> {
+        context.entries().iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn unchanged_directories_are_not_read_again_and_changed_ones_are() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["a/b", "c"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        for file in ["a/x", "a/b/f", "c/g", "top"] {
+            std::fs::write(root.path().join(file), file).unwrap();
+        }
+        let filter = ContextFilter::new(&[] as &[String], &[]).unwrap();
+        let walk =
+            |previous| walk_filtered(root.path(), &filter, previous, Duration::ZERO).unwrap();
+        let first = walk(Listings::default());
+        assert_eq!(first.directories_read, 4);
+        assert_eq!(first.listings.len(), 4);
+
+        let again = walk(first.listings.clone());
+        assert_eq!(again.directories_read, 0, "nothing changed");
+        assert_eq!(paths(&again.context), paths(&first.context));
+        assert_eq!(again.listings, first.listings);
+
+        // File times tick coarsely; a change must land in a later tick than the listing.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(root.path().join("a/b/new"), "new").unwrap();
+        std::fs::remove_file(root.path().join("a/x")).unwrap();
+        let changed = walk(again.listings);
+        assert_eq!(
+            changed.directories_read, 2,
+            "a and a/b changed, the root and c did not"
+        );
+        assert_eq!(
+            paths(&changed.context),
+            ["a", "a/b", "a/b/f", "a/b/new", "c", "c/g", "top"]
+        );
+    }
+
+    #[test]
+    fn a_listing_younger_than_the_trust_window_is_not_kept() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), "f").unwrap();
+        let filter = ContextFilter::new(&[] as &[String], &[]).unwrap();
+        let walked =
+            walk_filtered(root.path(), &filter, Listings::default(), LISTING_TRUST).unwrap();
+        assert!(walked.listings.is_empty());
+    }
+
+    #[test]
+    fn listings_survive_encoding_and_damage_reads_as_none() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("d/e")).unwrap();
+        std::fs::write(root.path().join("d/file"), "x").unwrap();
+        std::os::unix::fs::symlink("file", root.path().join("d/link")).unwrap();
+        let filter = ContextFilter::new(&[] as &[String], &[]).unwrap();
+        let listings = walk_filtered(root.path(), &filter, Listings::default(), Duration::ZERO)
+            .unwrap()
+            .listings;
+        let bytes = listings.encode();
+        assert_eq!(Listings::decode(&bytes), listings);
+        for damaged in [
+            &bytes[..bytes.len() - 1],
+            &bytes[..1],
+            &[9u8, 0, 0][..],
+            &[],
+        ] {
+            let decoded = Listings::decode(damaged);
+            assert!(decoded.len() < listings.len(), "{damaged:?}");
+        }
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::cache::contenthash::ContentHasher;
+use crate::cache::contenthash::StatCacheStorage;
 use crate::cache::key::BaseIdentity;
-use crate::context::walk::{self as context_walk, Context, WalkError};
+use crate::context::walk::{self as context_walk, Context, Listings, WalkError, Walked};
 use crate::digest::Digest;
 use crate::graph::{self, Base, BuildGraph, BuildOptions, GraphError, Stage};
 use crate::image::{Descriptor, ImageConfig, Manifest};
 use crate::solve::events::{Event, Reporter, VertexId};
 use crate::solve::export;
-use crate::solve::step::{Claim, Slot, StageRun, StageState, StepError, StoreStatCache};
+use crate::solve::step::{Claim, ContextMemory, Slot, StageRun, StageState, StepError};
 use crate::store::{Reference, Store, StoreError};
 use crate::syntax::{self, Command, ParseError, Position};
 
@@ -498,8 +499,22 @@ impl<'a> Driver<'a> {
             self.done(vertex, started);
             let vertex = self.start("[internal] load build context".to_string());
             let started = Instant::now();
-            match context_walk::walk(&self.request.context, &patterns) {
-                Ok(context) => {
+            let memory = ContextMemory::walk_listings(self.store, &self.context_path);
+            let previous = memory.load().map(|bytes| Listings::decode(&bytes));
+            match context_walk::walk_reusing(
+                &self.request.context,
+                &patterns,
+                previous.unwrap_or_default(),
+            ) {
+                Ok(Walked {
+                    context,
+                    listings,
+                    directories_read,
+                }) => {
+                    // Only a slower next walk is at stake, so a failure to save is ignored.
+                    if directories_read > 0 {
+                        let _ = memory.save(&listings.encode());
+                    }
                     let bytes = context.entries().iter().map(|entry| entry.size).sum();
                     self.status_done(vertex, "transferring context", bytes);
                     self.done(vertex, started);
@@ -544,7 +559,7 @@ impl<'a> Driver<'a> {
     /// The content hasher, with the stat cache this context had last time.
     pub fn hasher(&self) -> &ContentHasher {
         self.hasher.get_or_init(|| {
-            ContentHasher::load(&StoreStatCache::new(self.store, &self.context_path))
+            ContentHasher::load(&ContextMemory::stat_cache(self.store, &self.context_path))
         })
     }
 
@@ -554,7 +569,7 @@ impl<'a> Driver<'a> {
         let (Some(hasher), Some(Ok(context))) = (self.hasher.get(), self.context.get()) else {
             return;
         };
-        let storage = StoreStatCache::new(self.store, &self.context_path);
+        let storage = ContextMemory::stat_cache(self.store, &self.context_path);
         if let Err(error) = hasher.save(context, &storage) {
             self.report(Event::Warning {
                 message: format!("{error}; files will be hashed again next time"),

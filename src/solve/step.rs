@@ -11,7 +11,7 @@ use crate::cache::contenthash::{self, StatCacheStorage};
 use crate::cache::explain;
 use crate::cache::index::{
     CacheRecord, LayerRef, MemoRecord, StepLocator, StepRecord, CACHE_KIND, LOG_KIND, MEMO_KIND,
-    STAT_KIND, STEP_KIND,
+    STAT_KIND, STEP_KIND, WALK_KIND,
 };
 use crate::cache::key::{self, BaseIdentity, CacheKey, Preimage, SourceIdentity};
 use crate::digest::{Digest, DigestWriter};
@@ -1389,28 +1389,40 @@ pub(crate) fn resolve_image(
     })
 }
 
-/// The stat cache of one context directory, kept in the store as a blob (compact binary)
-/// named by a record, so gc drops the versions no record names.
-pub(crate) struct StoreStatCache<'s> {
+/// What kiln remembers about one context directory between builds (its stat cache, its
+/// walk's directory listings), kept in the store as a blob (compact binary) named by a
+/// record, so gc drops the versions no record names.
+pub(crate) struct ContextMemory<'s> {
     store: &'s Store,
+    kind: &'static str,
     id: Digest,
 }
 
-impl<'s> StoreStatCache<'s> {
+impl<'s> ContextMemory<'s> {
     /// The stat cache of `context` (absolute, symlinks resolved) in `store`.
-    pub fn new(store: &'s Store, context: &Path) -> Self {
-        StoreStatCache {
+    pub fn stat_cache(store: &'s Store, context: &Path) -> Self {
+        ContextMemory {
             store,
+            kind: STAT_KIND,
+            id: stat_cache_id(context),
+        }
+    }
+
+    /// The directory listings of the last walk of `context` (absolute, symlinks resolved).
+    pub fn walk_listings(store: &'s Store, context: &Path) -> Self {
+        ContextMemory {
+            store,
+            kind: WALK_KIND,
             id: stat_cache_id(context),
         }
     }
 }
 
-impl StatCacheStorage for StoreStatCache<'_> {
+impl StatCacheStorage for ContextMemory<'_> {
     fn load(&self) -> Option<Vec<u8>> {
         let blob = self
             .store
-            .get_record::<Digest>(STAT_KIND, &self.id)
+            .get_record::<Digest>(self.kind, &self.id)
             .ok()
             .flatten()?;
         self.store.read_blob(&blob).ok()
@@ -1418,7 +1430,7 @@ impl StatCacheStorage for StoreStatCache<'_> {
 
     fn save(&self, bytes: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (blob, _) = self.store.put_blob(bytes)?;
-        self.store.put_record(STAT_KIND, &self.id, &[blob], &blob)?;
+        self.store.put_record(self.kind, &self.id, &[blob], &blob)?;
         Ok(())
     }
 }
