@@ -87,9 +87,9 @@ pub enum LoadError {
     #[error("cannot read {name} of {input}")]
     Read {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The file inside it.
-        name: String,
+        name: Box<str>,
         /// What the system said.
         #[source]
         source: io::Error,
@@ -98,7 +98,7 @@ pub enum LoadError {
     #[error("cannot read {input} as a tar archive (plain, gzip, zstd, bzip2 or xz): it is truncated or corrupt")]
     Archive {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// What the reader said.
         #[source]
         source: io::Error,
@@ -107,17 +107,17 @@ pub enum LoadError {
     #[error("archive entry {name:?} of {input} leaves the archive: expected a relative path without '..' above the root")]
     EntryOutside {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The entry's name as written.
-        name: String,
+        name: Box<str>,
     },
     /// A JSON document of the input does not parse.
     #[error("{name} of {input} is not a valid {what}")]
     BadJson {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The file inside it.
-        name: String,
+        name: Box<str>,
         /// What it should have been.
         what: &'static str,
         /// The parser's complaint.
@@ -128,9 +128,9 @@ pub enum LoadError {
     #[error("{name} of {input} is larger than {limit} bytes: expected a {what}")]
     TooLarge {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The file inside it.
-        name: String,
+        name: Box<str>,
         /// What it should have been.
         what: &'static str,
         /// The limit.
@@ -140,33 +140,31 @@ pub enum LoadError {
     #[error("{input} holds neither an OCI image layout (oci-layout, index.json) nor a docker save manifest.json")]
     UnknownFormat {
         /// The input.
-        input: String,
+        input: Box<str>,
     },
     /// The input names no image at all.
     #[error("{input} holds no image: its index lists no manifests")]
     NoImages {
         /// The input.
-        input: String,
+        input: Box<str>,
     },
     /// A file the input's documents name is not in it.
     #[error("{what} {name} is missing from {input}")]
     Missing {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// What the file is (manifest, config, layer).
         what: &'static str,
         /// Its name in the input.
-        name: String,
+        name: Box<str>,
     },
     /// A blob's bytes do not have the digest its descriptor (or file name) gives.
-    #[error("{what} {name} of {input} is corrupt: expected digest {expected}, found {found}")]
+    #[error("{name} of {input} is corrupt: expected digest {expected}, found {found}")]
     DigestMismatch {
         /// The input.
-        input: String,
-        /// What the blob is.
-        what: &'static str,
+        input: Box<str>,
         /// Its name in the input.
-        name: String,
+        name: Box<str>,
         /// The digest promised.
         expected: Digest,
         /// The digest of its bytes.
@@ -178,7 +176,7 @@ pub enum LoadError {
     )]
     SizeMismatch {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// What the blob is.
         what: &'static str,
         /// Its digest.
@@ -189,14 +187,12 @@ pub enum LoadError {
         found: u64,
     },
     /// A layer's uncompressed bytes are not the layer the config lists.
-    #[error("layer {index} ({digest}) of {input} does not match the image config: expected diff_id {expected}, found {found}")]
+    #[error("layer {index} of {input} does not match the image config: expected diff_id {expected}, found {found}")]
     DiffIdMismatch {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The layer's position, 0 for the base layer.
         index: usize,
-        /// The layer blob's digest.
-        digest: Digest,
         /// The diff_id the config lists.
         expected: Digest,
         /// The digest of the uncompressed layer.
@@ -206,7 +202,7 @@ pub enum LoadError {
     #[error("config {config} of {input} lists {diff_ids} diff_ids for {layers} layers: expected one per layer")]
     LayerCount {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The config's digest.
         config: Digest,
         /// How many layers the manifest (or manifest.json) has.
@@ -218,7 +214,7 @@ pub enum LoadError {
     #[error("{what} {digest} of {input} has media type {found:?}: expected one of {expected}")]
     MediaType {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// What the blob is.
         what: &'static str,
         /// Its digest.
@@ -232,7 +228,7 @@ pub enum LoadError {
     #[error("cannot decompress layer {digest} of {input}")]
     Decompress {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The layer's digest.
         digest: Digest,
         /// What the decoder said.
@@ -243,7 +239,7 @@ pub enum LoadError {
     #[error("unsupported digest {found:?} in {input}: expected sha256:<64 lower-case hex digits>")]
     BadDigest {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The text found.
         found: String,
         /// Why it was rejected.
@@ -254,7 +250,7 @@ pub enum LoadError {
     #[error("no image {wanted:?} in {input}: expected one of {available:?}")]
     NoSuchImage {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// The tag, digest or platform asked for.
         wanted: String,
         /// What the input names.
@@ -264,19 +260,13 @@ pub enum LoadError {
     #[error("{input} holds {count} images: name one with :TAG or @sha256:DIGEST")]
     Ambiguous {
         /// The input.
-        input: String,
+        input: Box<str>,
         /// How many.
         count: usize,
     },
-    /// The store refused to stage or keep something.
-    #[error("cannot store the images of {input}")]
-    Store {
-        /// The input.
-        input: String,
-        /// The store's error.
-        #[source]
-        source: StoreError,
-    },
+    /// The store refused to stage or keep something (its error names the path).
+    #[error("cannot store the loaded images")]
+    Store(#[source] StoreError),
 }
 
 /// The result type of loading.
@@ -338,8 +328,8 @@ pub fn import_oci_layout(store: &Store, dir: &Path, selector: Option<&str>) -> R
 pub fn import_archive(store: &Store, archive: &Path, selector: Option<&str>) -> Result<Digest> {
     let input = archive.display().to_string();
     let file = File::open(archive).map_err(|source| LoadError::Read {
-        input: input.clone(),
-        name: input.clone(),
+        input: input.as_str().into(),
+        name: input.as_str().into(),
         source,
     })?;
     let files = Files::stage(store, file, &input)?;
@@ -595,13 +585,10 @@ impl Files {
     /// remembering links by name; rejects a truncated or unreadable stream.
     fn stage(store: &Store, input: impl Read, name: &str) -> Result<Files> {
         let archive_error = |source| LoadError::Archive {
-            input: name.to_string(),
+            input: name.into(),
             source,
         };
-        let dir = store.temp_dir().map_err(|source| LoadError::Store {
-            input: name.to_string(),
-            source,
-        })?;
+        let dir = store.temp_dir().map_err(LoadError::Store)?;
         let mut entries = HashMap::new();
         let reader = decompressed(input).map_err(archive_error)?;
         let mut archive = tar::Archive::new(reader);
@@ -609,16 +596,16 @@ impl Files {
             let mut entry = entry.map_err(archive_error)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let outside = || LoadError::EntryOutside {
-                input: name.to_string(),
-                name: raw.clone(),
+                input: name.into(),
+                name: raw.as_str().into(),
             };
             let path = normalize(&raw).ok_or_else(outside)?;
             let kind = entry.header().entry_type();
             let staged = if kind.is_file() || kind == tar::EntryType::Continuous {
                 let file = dir.path().join(count.to_string());
                 let mut out = File::create(&file).map_err(|source| LoadError::Read {
-                    input: name.to_string(),
-                    name: raw.clone(),
+                    input: name.into(),
+                    name: raw.as_str().into(),
                     source,
                 })?;
                 let copied = io::copy(&mut entry, &mut out).map_err(archive_error)?;
@@ -654,7 +641,7 @@ impl Files {
         Ok(Files::Staged {
             _dir: dir,
             entries,
-            input: name.to_string(),
+            input: name.into(),
         })
     }
 
@@ -683,15 +670,15 @@ impl Files {
 
     fn require(&self, name: &str, what: &'static str) -> Result<PathBuf> {
         self.path(name).ok_or_else(|| LoadError::Missing {
-            input: self.input().to_string(),
+            input: self.input().into(),
             what,
-            name: name.to_string(),
+            name: name.into(),
         })
     }
 
     fn read_error(&self, name: &str) -> impl FnOnce(io::Error) -> LoadError {
-        let input = self.input().to_string();
-        let name = name.to_string();
+        let input: Box<str> = self.input().into();
+        let name: Box<str> = name.into();
         move |source| LoadError::Read {
             input,
             name,
@@ -709,8 +696,8 @@ impl Files {
             .map_err(self.read_error(name))?;
         if bytes.len() as u64 > MAX_DOCUMENT {
             return Err(LoadError::TooLarge {
-                input: self.input().to_string(),
-                name: name.to_string(),
+                input: self.input().into(),
+                name: name.into(),
                 what,
                 limit: MAX_DOCUMENT,
             });
@@ -725,8 +712,8 @@ impl Files {
         what: &'static str,
     ) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|source| LoadError::BadJson {
-            input: self.input().to_string(),
-            name: name.to_string(),
+            input: self.input().into(),
+            name: name.into(),
             what,
             source,
         })
@@ -734,7 +721,7 @@ impl Files {
 
     fn digest(&self, text: &str) -> Result<Digest> {
         text.parse().map_err(|source| LoadError::BadDigest {
-            input: self.input().to_string(),
+            input: self.input().into(),
             found: text.to_string(),
             source,
         })
@@ -745,25 +732,18 @@ impl Files {
         let digest = self.digest(&descriptor.digest)?;
         let name = blob_name(&digest);
         let bytes = self.read_document(&name, what)?;
-        self.check(what, &name, &digest, &Digest::of(&bytes))?;
+        self.check(&name, &digest, &Digest::of(&bytes))?;
         self.check_size(what, &digest, descriptor.size, bytes.len() as u64)?;
         Ok(bytes)
     }
 
-    fn check(
-        &self,
-        what: &'static str,
-        name: &str,
-        expected: &Digest,
-        found: &Digest,
-    ) -> Result<()> {
+    fn check(&self, name: &str, expected: &Digest, found: &Digest) -> Result<()> {
         if expected == found {
             return Ok(());
         }
         Err(LoadError::DigestMismatch {
-            input: self.input().to_string(),
-            what,
-            name: name.to_string(),
+            input: self.input().into(),
+            name: name.into(),
             expected: *expected,
             found: *found,
         })
@@ -780,7 +760,7 @@ impl Files {
             return Ok(());
         }
         Err(LoadError::SizeMismatch {
-            input: self.input().to_string(),
+            input: self.input().into(),
             what,
             digest: *digest,
             expected,
@@ -805,7 +785,7 @@ impl Files {
             )?;
             if index.manifests.is_empty() {
                 return Err(LoadError::NoImages {
-                    input: self.input().to_string(),
+                    input: self.input().into(),
                 });
             }
             let docker_names = self.docker_names()?;
@@ -839,7 +819,7 @@ impl Files {
 
     /// The one image `selector` names (see [`import_oci_layout`]), verified.
     fn plan_selected(&self, store: &Store, selector: Option<&str>) -> Result<Planned> {
-        let input = self.input().to_string();
+        let input: Box<str> = self.input().into();
         if self.is_oci() {
             let index: IndexDoc = self.parse(
                 &self.read_document("index.json", "OCI image index")?,
@@ -901,7 +881,7 @@ impl Files {
     fn docker_entries(&self) -> Result<Vec<DockerEntry>> {
         if self.path("manifest.json").is_none() {
             return Err(LoadError::UnknownFormat {
-                input: self.input().to_string(),
+                input: self.input().into(),
             });
         }
         let what = "docker save manifest";
@@ -912,7 +892,7 @@ impl Files {
         )?;
         if entries.is_empty() {
             return Err(LoadError::NoImages {
-                input: self.input().to_string(),
+                input: self.input().into(),
             });
         }
         Ok(entries)
@@ -966,14 +946,14 @@ impl Files {
                 })
                 .or_else(|| images.first())
                 .ok_or_else(|| LoadError::NoSuchImage {
-                    input: self.input().to_string(),
+                    input: self.input().into(),
                     wanted: host.to_string(),
                     available: Vec::new(),
                 })?;
             entry = (*chosen).clone();
         }
         Err(LoadError::NoSuchImage {
-            input: self.input().to_string(),
+            input: self.input().into(),
             wanted: crate::graph::Platform::host().to_string(),
             available: Vec::new(),
         })
@@ -991,7 +971,7 @@ impl Files {
             .unwrap_or_else(|| descriptor.media_type.clone());
         if !MANIFEST_MEDIA_TYPES.contains(&media_type.as_str()) {
             return Err(LoadError::MediaType {
-                input: self.input().to_string(),
+                input: self.input().into(),
                 what: "manifest",
                 digest: descriptor.digest.clone(),
                 found: media_type,
@@ -1032,7 +1012,7 @@ impl Files {
             let layer_digest = *layer_digest;
             let compression = Compression::of_media_type(&layer.media_type).ok_or_else(|| {
                 LoadError::MediaType {
-                    input: self.input().to_string(),
+                    input: self.input().into(),
                     what: "layer",
                     digest: layer.digest.clone(),
                     found: layer.media_type.clone(),
@@ -1075,7 +1055,7 @@ impl Files {
         let config_bytes = self.read_document(&entry.config, "image config")?;
         let config_digest = Digest::of(&config_bytes);
         if let Some(named) = named_digest(&entry.config) {
-            self.check("config", &entry.config, &named, &config_digest)?;
+            self.check(&entry.config, &named, &config_digest)?;
         }
         let config: ImageConfig = self.parse(&config_bytes, &entry.config, "image config")?;
         self.check_layer_count(&config_digest, entry.layers.len(), &config)?;
@@ -1103,7 +1083,7 @@ impl Files {
         }];
         for (check, blob) in checks.iter().zip(self.check_layers(&checks)?) {
             if let Some(named) = named_digest(&check.name) {
-                self.check("layer", &check.name, &named, &blob.digest)?;
+                self.check(&check.name, &named, &blob.digest)?;
             }
             let size = std::fs::metadata(&blob.path)
                 .map_err(self.read_error(&check.name))?
@@ -1149,7 +1129,7 @@ impl Files {
             return Ok(());
         }
         Err(LoadError::LayerCount {
-            input: self.input().to_string(),
+            input: self.input().into(),
             config: *config,
             layers,
             diff_ids,
@@ -1166,20 +1146,19 @@ impl Files {
                     .map_err(|error| match error {
                         LayerReadError::Read(source) => self.read_error(&check.name)(source),
                         LayerReadError::Decode(source, digest) => LoadError::Decompress {
-                            input: self.input().to_string(),
+                            input: self.input().into(),
                             digest: check.expected.map_or(digest, |(d, _)| d),
                             source,
                         },
                     })?;
                 if let Some((expected, expected_size)) = check.expected {
-                    self.check("layer", &check.name, &expected, &digest)?;
+                    self.check(&check.name, &expected, &digest)?;
                     self.check_size("layer", &digest, expected_size, size)?;
                 }
                 if diff_id != check.diff_id {
                     return Err(LoadError::DiffIdMismatch {
-                        input: self.input().to_string(),
+                        input: self.input().into(),
                         index: check.index,
-                        digest,
                         expected: check.diff_id,
                         found: diff_id,
                     });
@@ -1194,13 +1173,9 @@ impl Files {
 
     /// Stores every planned image and tags it; see the module doc for the order.
     fn commit(&self, store: &Store, plans: &[Planned]) -> Result<Vec<LoadedImage>> {
-        let store_error = |source| LoadError::Store {
-            input: self.input().to_string(),
-            source,
-        };
         // gc runs under the exclusive lock, so nothing stored here is collected before the
         // record and tags that hold it are written.
-        let _lock = store.lock_shared().map_err(store_error)?;
+        let _lock = store.lock_shared().map_err(LoadError::Store)?;
         for plan in plans {
             self.store_image(store, plan)?;
         }
@@ -1209,7 +1184,7 @@ impl Files {
             for name in &plan.names {
                 store
                     .tag(name, &plan.manifest.to_oci())
-                    .map_err(store_error)?;
+                    .map_err(LoadError::Store)?;
             }
             loaded.push(LoadedImage {
                 manifest: plan.manifest.clone(),
@@ -1221,44 +1196,40 @@ impl Files {
     }
 
     fn commit_untagged(&self, store: &Store, plan: Planned) -> Result<Digest> {
-        let store_error = |source| LoadError::Store {
-            input: self.input().to_string(),
-            source,
-        };
-        let _lock = store.lock_shared().map_err(store_error)?;
+        let _lock = store.lock_shared().map_err(LoadError::Store)?;
         self.store_image(store, &plan)?;
         Ok(plan.manifest.digest)
     }
 
     /// Copies an image's verified blobs into the store, then its manifest, then the record.
     fn store_image(&self, store: &Store, plan: &Planned) -> Result<()> {
-        let store_error = |source| LoadError::Store {
-            input: self.input().to_string(),
-            source,
-        };
         for blob in &plan.blobs {
             if store.has_blob(&blob.digest) {
                 continue;
             }
             let mut file =
                 File::open(&blob.path).map_err(self.read_error(&blob_name(&blob.digest)))?;
-            let mut writer = store.blob_writer().map_err(store_error)?;
+            let mut writer = store.blob_writer().map_err(LoadError::Store)?;
             io::copy(&mut file, &mut writer).map_err(self.read_error(&blob_name(&blob.digest)))?;
-            writer.commit_expecting(&blob.digest).map_err(store_error)?;
+            writer
+                .commit_expecting(&blob.digest)
+                .map_err(LoadError::Store)?;
         }
-        let (digest, _) = store.put_blob(&plan.manifest_bytes).map_err(store_error)?;
+        let (digest, _) = store
+            .put_blob(&plan.manifest_bytes)
+            .map_err(LoadError::Store)?;
         debug_assert_eq!(digest, plan.manifest.digest);
         let value = self.input().to_string();
         // Loading the same image from the same place again writes nothing.
         let known = store
             .get_record::<String>(IMPORT_KIND, &digest)
-            .map_err(store_error)?;
+            .map_err(LoadError::Store)?;
         if known.as_ref() == Some(&value) {
             return Ok(());
         }
         store
             .put_record(IMPORT_KIND, &digest, &plan.refs, &value)
-            .map_err(store_error)
+            .map_err(LoadError::Store)
     }
 }
 
