@@ -612,16 +612,11 @@ fn local_and_tar_outputs_hold_the_flattened_tree_as_umoci_unpacks_it() {
         layout.to_str().unwrap(),
     ]);
     let unpacked = project.out("umoci");
-    let unpack = Command::new("umoci")
-        .args(["raw", "unpack", "--image"])
-        .arg(format!("{}:1", layout.display()))
-        .arg(&unpacked)
-        .output()
-        .expect("umoci runs");
-    assert!(
-        unpack.status.success(),
-        "umoci raw unpack failed: {}",
-        String::from_utf8_lossy(&unpack.stderr)
+    let image = format!("{}:1", layout.display());
+    let args = ["raw", "unpack", "--image"].map(std::ffi::OsStr::new);
+    peer(
+        "umoci",
+        &[&args[..], &[image.as_ref(), unpacked.as_os_str()]].concat(),
     );
     assert_eq!(
         describe_tree(&unpacked),
@@ -643,39 +638,49 @@ fn skopeo_inspects_and_copies_the_archive() {
         ("none.tar", "none"),
     ] {
         let archive = project.save("ex:1", name, &["--compression", compression]);
-        let output = Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .output()
-            .expect("skopeo runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let source = format!("oci-archive:{}", archive.display());
+        let raw = peer(
+            "skopeo",
+            &["inspect".as_ref(), "--raw".as_ref(), source.as_ref()],
         );
-        let manifest = json(&output.stdout);
+        let manifest = json(&raw);
         assert_eq!(
             manifest["layers"].as_array().map(Vec::len),
             Some(2),
             "{compression}"
         );
         if compression == "none" {
-            assert_eq!(sha256(&output.stdout), digest);
+            assert_eq!(sha256(&raw), digest);
         }
         let copy = project.out(&format!("copy-{compression}"));
-        let output = Command::new("skopeo")
-            .args(["copy", "-q"])
-            .arg(format!("oci-archive:{}:1", archive.display()))
-            .arg(format!("dir:{}", copy.display()))
-            .output()
-            .expect("skopeo runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let tagged = format!("{source}:1");
+        let target = format!("dir:{}", copy.display());
+        peer(
+            "skopeo",
+            &[
+                "copy".as_ref(),
+                "-q".as_ref(),
+                tagged.as_ref(),
+                target.as_ref(),
+            ],
         );
         assert!(copy.join("manifest.json").is_file());
     }
+}
+
+/// Runs a peer tool; returns its standard output, failing the test (with its stderr) when it
+/// fails.
+fn peer(tool: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let output = Command::new(tool)
+        .args(args)
+        .output()
+        .expect("the peer runs");
+    assert!(
+        output.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 fn docker_unreachable() -> Option<String> {
@@ -720,17 +725,11 @@ fn docker_loads_and_runs_the_archive() {
         let name = format!("kiln-export-docker:{tag}");
         project.ok(&["tag", "kiln-export-docker:1", &name]);
         let archive = project.save(&name, &format!("{tag}.tar"), extra);
-        let load = Command::new("docker")
-            .args(["load", "-i"])
-            .arg(&archive)
-            .output()
-            .expect("docker runs");
-        let loaded = String::from_utf8_lossy(&load.stdout);
-        assert!(
-            load.status.success(),
-            "{tag}: {}",
-            String::from_utf8_lossy(&load.stderr)
+        let loaded = peer(
+            "docker",
+            &["load".as_ref(), "-i".as_ref(), archive.as_os_str()],
         );
+        let loaded = String::from_utf8_lossy(&loaded);
         assert!(
             loaded.contains(&format!("Loaded image: {name}")),
             "{tag}: {loaded}"
