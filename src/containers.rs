@@ -125,7 +125,14 @@ pub(crate) fn ps(args: &PsArgs) -> Result<(), Failure> {
                 format!("Exited ({code}) {}", ago(now, finished))
             }
         };
-        rows.push([id, c.image.clone(), command, created, status, c.name.clone()]);
+        rows.push([
+            id,
+            c.image.clone(),
+            command,
+            created,
+            status,
+            c.name.clone(),
+        ]);
     }
     let mut out = String::new();
     if args.quiet {
@@ -297,8 +304,16 @@ mod tests {
     fn commands_are_quoted_and_cut() {
         let table = [
             ("sh", false, "\"sh\""),
-            ("sh -c 'echo hello world'", false, "\"sh -c 'echo hello w…\""),
-            ("sh -c 'echo hello world'", true, "\"sh -c 'echo hello world'\""),
+            (
+                "sh -c 'echo hello world'",
+                false,
+                "\"sh -c 'echo hello w…\"",
+            ),
+            (
+                "sh -c 'echo hello world'",
+                true,
+                "\"sh -c 'echo hello world'\"",
+            ),
         ];
         for (command, no_trunc, want) in table {
             assert_eq!(quoted_command(command, no_trunc), want);

@@ -64,7 +64,9 @@ pub enum ContainerError {
         expected: &'static str,
     },
     /// A `-e` or `--env-file` entry without a usable key.
-    #[error("invalid environment variable '{text}': expected KEY=VALUE with a key without white space")]
+    #[error(
+        "invalid environment variable '{text}': expected KEY=VALUE with a key without white space"
+    )]
     BadEnv {
         /// The entry.
         text: String,
@@ -332,7 +334,9 @@ pub fn find(store: &Store, text: &str) -> Result<Container> {
     if let Some(found) = all.iter().find(|c| c.name == text || c.id == text) {
         return Ok(found.clone());
     }
-    let mut matches = all.into_iter().filter(|c| !text.is_empty() && c.id.starts_with(text));
+    let mut matches = all
+        .into_iter()
+        .filter(|c| !text.is_empty() && c.id.starts_with(text));
     match (matches.next(), matches.next()) {
         (Some(found), None) => Ok(found),
         (Some(_), Some(_)) => Err(ContainerError::Ambiguous {
@@ -417,18 +421,17 @@ fn new_id() -> Result<String> {
     while filled < bytes.len() {
         // SAFETY: getrandom into the unfilled tail of a live buffer.
         let got = unsafe {
-            libc::getrandom(
-                bytes[filled..].as_mut_ptr().cast(),
-                bytes.len() - filled,
-                0,
-            )
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
         };
         if got < 0 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(io_error("read random bytes for", Path::new("a container id"))(error));
+            return Err(io_error(
+                "read random bytes for",
+                Path::new("a container id"),
+            )(error));
         }
         filled += got as usize;
     }

@@ -66,15 +66,23 @@ pub(crate) fn snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// The numeric identity and home directory of `user` in the image's files.
+/// The numeric identity and home directory of `user` in the image's files. As in a Docker
+/// container (moby's `getUser` adds the primary group), the primary group leads the
+/// supplementary groups, followed by the groups that list the user.
 pub(crate) fn resolve_user(lower: &[PathBuf], user: &str) -> Result<(IdSpec, String)> {
     let view = RootfsView::new(lower.to_vec());
     let exec_user = layer::lookup_user(&view, user)?;
+    let mut additional_gids = vec![exec_user.gid];
+    for gid in exec_user.additional_gids {
+        if !additional_gids.contains(&gid) {
+            additional_gids.push(gid);
+        }
+    }
     Ok((
         IdSpec {
             uid: exec_user.uid,
             gid: exec_user.gid,
-            additional_gids: exec_user.additional_gids,
+            additional_gids,
         },
         exec_user.home,
     ))
@@ -110,7 +118,14 @@ pub fn run(store: &Store, options: &RunOptions) -> Result<RunOutcome> {
         .unwrap_or_else(|| short.to_string());
     let plan = spec::plan(&image.config.config, options, &hostname)?;
     let lower = snapshots(store, &image)?;
-    let (user, home) = resolve_user(&lower, &plan.user)?;
+    let (mut user, home) = resolve_user(&lower, &plan.user)?;
+    // With a single mapped id setgroups(2) is denied: no supplementary groups at all.
+    if matches!(
+        sandbox::IdMapping::detect(),
+        sandbox::IdMapping::Single { .. }
+    ) {
+        user.additional_gids.clear();
+    }
     let mut env = plan.env.clone();
     if !env.iter().any(|entry| entry.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));

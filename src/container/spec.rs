@@ -14,8 +14,7 @@ use super::ContainerError;
 use crate::image::RuntimeConfig;
 
 /// Docker's `PATH` for an image that sets none (moby `oci.DefaultPathEnv`).
-pub const DEFAULT_PATH: &str =
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `kiln run`'s options, as given on the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,7 +154,10 @@ pub fn plan(
     let image_env = config.env.clone().unwrap_or_default();
     let mut config_env = options.env.clone();
     for entry in &image_env {
-        if !config_env.iter().any(|given| env_key(given) == env_key(entry)) {
+        if !config_env
+            .iter()
+            .any(|given| env_key(given) == env_key(entry))
+        {
             config_env.push(entry.clone());
         }
     }
@@ -183,9 +185,8 @@ pub fn plan(
             .unwrap_or_else(|| "/".to_string()),
     };
     let stop_signal = match &config.stop_signal {
-        Some(name) => signal_number(name).ok_or_else(|| ContainerError::BadStopSignal {
-            name: name.clone(),
-        })?,
+        Some(name) => signal_number(name)
+            .ok_or_else(|| ContainerError::BadStopSignal { name: name.clone() })?,
         None => libc::SIGTERM,
     };
     Ok(Plan {
@@ -448,13 +449,49 @@ mod tests {
             Option<&'a [&'a str]>,
         );
         let table: [Case; 9] = [
-            (Some(&["/ep"]), Some(&["c1"]), None, &[], Some(&["/ep", "c1"])),
-            (Some(&["/ep"]), Some(&["c1"]), None, &["a"], Some(&["/ep", "a"])),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                None,
+                &[],
+                Some(&["/ep", "c1"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                None,
+                &["a"],
+                Some(&["/ep", "a"]),
+            ),
             (None, Some(&["sh"]), None, &[], Some(&["sh"])),
-            (None, Some(&["sh"]), None, &["ls", "-l"], Some(&["ls", "-l"])),
-            (Some(&["/ep"]), Some(&["c1"]), Some("/x"), &[], Some(&["/x"])),
-            (Some(&["/ep"]), Some(&["c1"]), Some("/x"), &["a"], Some(&["/x", "a"])),
-            (Some(&["/ep"]), Some(&["c1"]), Some(""), &["a"], Some(&["a"])),
+            (
+                None,
+                Some(&["sh"]),
+                None,
+                &["ls", "-l"],
+                Some(&["ls", "-l"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some("/x"),
+                &[],
+                Some(&["/x"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some("/x"),
+                &["a"],
+                Some(&["/x", "a"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some(""),
+                &["a"],
+                Some(&["a"]),
+            ),
             (Some(&["/ep"]), Some(&["c1"]), Some(""), &[], None),
             (None, None, None, &[], None),
         ];
@@ -519,7 +556,11 @@ mod tests {
         };
         let plain = plan(&image, &RunOptions::default(), "h").unwrap();
         assert_eq!(
-            (plain.user.as_str(), plain.workdir.as_str(), plain.stop_signal),
+            (
+                plain.user.as_str(),
+                plain.workdir.as_str(),
+                plain.stop_signal
+            ),
             ("app", "/srv", 3)
         );
         let options = RunOptions {
@@ -528,7 +569,10 @@ mod tests {
             ..RunOptions::default()
         };
         let given = plan(&image, &options, "h").unwrap();
-        assert_eq!((given.user.as_str(), given.workdir.as_str()), ("0:0", "/tmp"));
+        assert_eq!(
+            (given.user.as_str(), given.workdir.as_str()),
+            ("0:0", "/tmp")
+        );
         let relative = RunOptions {
             workdir: Some("tmp".into()),
             ..RunOptions::default()

@@ -538,6 +538,16 @@ fn pid1(control: &UnixStream, request: &Request, root: &Path, plan: &MountPlan) 
         }
     }
 
+    // `kiln run --read-only`: the working directory is made first (docker makes it when it
+    // creates the container), then a bind remount of the root mount alone: /proc, /dev,
+    // /sys, the /etc files and the volumes are mounts of their own and keep their flags.
+    if request.attach.is_some_and(|attach| attach.read_only) {
+        let cwd = mounts::resolve_in_root(root, &request.spec.cwd)
+            .map_err(|e| fail(Step::Cwd, &request.spec.cwd, e))?;
+        std::fs::create_dir_all(&cwd).map_err(|e| fail(Step::Cwd, &cwd, e))?;
+        mounts::remount_readonly(root).map_err(|e| fail(Step::ReadOnly, root, e))?;
+    }
+
     // 8. pivot_root(2) with new_root = put_old = "." (the documented trick): the old root ends
     //    up stacked on the new one, and umount2(MNT_DETACH) takes it, with every host mount
     //    under it, out of this namespace. The old root is a slave (step 6), so the detach does
@@ -577,11 +587,6 @@ fn pid1(control: &UnixStream, request: &Request, root: &Path, plan: &MountPlan) 
     caps::restrict(keep).map_err(|e| fail(Step::Capabilities, "", e))?;
 
     if let Some(attach) = request.attach {
-        if attach.read_only {
-            // A bind remount touches only the root mount: /proc, /dev, /sys, the /etc files
-            // and the volumes keep their own flags, as with `docker run --read-only`.
-            mounts::remount_readonly(Path::new("/")).map_err(|e| fail(Step::ReadOnly, "/", e))?;
-        }
         return reaper(control, request, attach);
     }
     if request.probe_only {

@@ -16,6 +16,8 @@ mod load;
 mod oci_schema;
 mod parse;
 mod robustness;
+/// `kiln run`, ps, rm, commit and bundle; against `docker run` and runc.
+mod run;
 mod sandbox;
 mod store;
 mod util;
