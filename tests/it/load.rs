@@ -930,3 +930,109 @@ fn skopeo_oci_archives_load() {
         assert!(media.ends_with(compression), "{compression}: {media}");
     }
 }
+
+#[test]
+fn build_contexts_name_oci_layouts_and_docker_archives() {
+    let store = Store::new();
+    let mut layout = Layout::default();
+    let made = layout.image(
+        Some("ctx-base:7"),
+        &two_layers(Packing::Zstd, Packing::Plain),
+        |_, _| {},
+    );
+    layout.finish_oci();
+    let dir = store.path("layout");
+    layout.write_dir(&dir);
+    let mut single = Layout::default();
+    let single_made = single.image(None, &two_layers(Packing::Gzip, Packing::Gzip), |_, _| {});
+    let archive = store.path("single.tar");
+    std::fs::write(&archive, single.finish_oci().tar()).expect("writes");
+    let classic = store.path("classic.tar");
+    std::fs::write(&classic, docker_classic().0).expect("writes");
+    let context = store.path("ctx");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    std::fs::write(context.join("Dockerfile"), "FROM base\nCOPY f /f\n").expect("writes");
+    std::fs::write(context.join("f"), "f\n").expect("writes");
+    // The --build-context value, and the base's bottom diff_id or the error's words.
+    let cases: [(String, Result<&str, &str>); 5] = [
+        (
+            format!("base=oci-layout://{}:7", dir.display()),
+            Ok(&made.diff_ids[0]),
+        ),
+        (
+            format!("base=oci-layout://{}@{}", dir.display(), made.manifest),
+            Ok(&made.diff_ids[0]),
+        ),
+        (
+            format!("base=docker-archive:{}", archive.display()),
+            Ok(&single_made.diff_ids[0]),
+        ),
+        (
+            format!("base=oci-layout://{}:8", dir.display()),
+            Err("no image \"8\""),
+        ),
+        (
+            format!("base=docker-archive:{}", classic.display()),
+            Err("holds 2 images"),
+        ),
+    ];
+    for (i, (source, expected)) in cases.iter().enumerate() {
+        let tag = format!("from-context:{i}");
+        let run = store.kiln(
+            &[
+                "build",
+                "-q",
+                "-t",
+                &tag,
+                "--build-context",
+                source,
+                &context.display().to_string(),
+            ],
+            b"",
+        );
+        match expected {
+            Ok(bottom) => {
+                assert_eq!(run.code, Some(0), "{source}: {}", run.stderr);
+                let diff_ids = &store.inspect(&tag)["Config"]["rootfs"]["diff_ids"];
+                assert_eq!(diff_ids.as_array().map_or(0, Vec::len), 3, "{source}");
+                assert_eq!(diff_ids[0], *bottom, "{source}");
+            }
+            Err(words) => {
+                assert_eq!(run.code, Some(1), "{source}");
+                assert!(run.stderr.contains(words), "{source}: {}", run.stderr);
+            }
+        }
+    }
+}
+
+#[test]
+fn kiln_save_output_loads_back_in_every_format() {
+    let source = Store::new();
+    let mut layout = Layout::default();
+    let made = layout.image(
+        Some("round/trip:1"),
+        &two_layers(Packing::Plain, Packing::Plain),
+        |_, _| {},
+    );
+    source.load_ok(&layout.finish_oci().tar());
+    let forms: &[&[&str]] = &[
+        &["--format", "oci"],
+        &["--format", "oci", "--compression", "zstd"],
+        &["--format", "docker"],
+        &["--format", "oci-dir"],
+    ];
+    for form in forms {
+        let out = source.path(&form.join("-"));
+        let out_text = out.display().to_string();
+        let mut args = vec!["save", "round/trip:1", "-o", &out_text];
+        args.extend_from_slice(form);
+        let saved = source.kiln(&args, b"");
+        assert_eq!(saved.code, Some(0), "{form:?}: {}", saved.stderr);
+        let target = Store::new();
+        let run = target.kiln(&["load", "-i", &out_text], b"");
+        assert_eq!(run.code, Some(0), "{form:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "Loaded image: round/trip:1\n", "{form:?}");
+        let loaded = target.inspect("round/trip:1");
+        assert_eq!(loaded["ConfigDigest"], made.config, "{form:?}");
+    }
+}
