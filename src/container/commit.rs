@@ -44,18 +44,14 @@ pub fn commit(store: &Store, options: &CommitOptions) -> Result<Descriptor> {
             .iter()
             .map(|t| t.trim_matches('/').to_string()),
     );
-    // Rootless with one mapped id, the container's root owns files as the caller's uid on
-    // the host; the layer must say 0.
-    let id_shift = match IdMapping::detect() {
-        IdMapping::Single { uid, .. } => Some((uid, 1)),
-        _ => None,
-    };
+
     let entries = layer::diff_upper(
         &container.dir(store).join("upper"),
         &DiffOptions {
             ignore,
             lower,
-            id_shift,
+            // Rootless, the container's files belong to host ids standing for its own.
+            id_map: IdMapping::detect().id_map(),
         },
     )?;
     let layer = solve::commit_layer(store, entries, false, &|_| {})?;

@@ -60,10 +60,39 @@ pub struct DiffOptions {
     /// The snapshot directories the upper directory was mounted over, lowest first; only
     /// looked up at ignored paths and their parents.
     pub lower: Vec<PathBuf>,
-    /// For rootless builds: `(host_base, count)` of the id range the sandbox mapped container
-    /// ids onto. A host id `base + n` with `n < count` becomes `n`; any other id becomes 65534
-    /// (`nobody`). `None` reports ids as stored.
-    pub id_shift: Option<(u32, u32)>,
+    /// For rootless builds: the ids the sandbox's user namespace mapped. A host owner inside
+    /// one of its extents becomes the container id it stands for; any other becomes 65534
+    /// (`nobody`, the kernel's overflow id). `None` reports ids as stored.
+    pub id_map: Option<IdMap>,
+}
+
+/// The user namespace's id maps, uid and gid apart (uid_map and gid_map in user_namespaces(7)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// The uid extents.
+    pub uids: Vec<IdExtent>,
+    /// The gid extents.
+    pub gids: Vec<IdExtent>,
+}
+
+/// `count` ids from `container` inside the namespace are `host`… outside it: one line of
+/// a `/proc/PID/uid_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdExtent {
+    /// The first id inside.
+    pub container: u32,
+    /// The host id it maps to.
+    pub host: u32,
+    /// How many consecutive ids.
+    pub count: u32,
+}
+
+impl IdExtent {
+    /// The container id host id `id` stands for, if this extent maps it.
+    fn container_id(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.host).filter(|n| *n < self.count)?;
+        self.container.checked_add(offset)
+    }
 }
 
 /// The id a file gets when its host owner is outside the mapped range (the kernel's overflow
@@ -81,7 +110,7 @@ struct Item {
     link_key: Option<(u64, u64)>,
     /// True if and only if this is a regular file of size 0.
     empty_file: bool,
-    /// Permission bits, uid and gid as stored (before `id_shift`), to compare with the lower
+    /// Permission bits, uid and gid as stored (before `id_map`), to compare with the lower
     /// snapshots, which store them the same way.
     stored: (u32, u32, u32),
 }
@@ -112,13 +141,13 @@ pub fn diff_upper(upper: &Path, options: &DiffOptions) -> Result<Vec<LayerEntry>
     Ok(entries)
 }
 
-/// Maps a stored id to the container's id under `shift`.
-fn container_id(id: u32, shift: Option<(u32, u32)>) -> u32 {
-    match shift {
+/// Maps a stored (host) id to the container's id through `extents`, when there is a map.
+fn container_id(id: u32, extents: Option<&[IdExtent]>) -> u32 {
+    match extents {
         None => id,
-        Some((base, count)) => id
-            .checked_sub(base)
-            .filter(|n| *n < count)
+        Some(extents) => extents
+            .iter()
+            .find_map(|extent| extent.container_id(id))
             .unwrap_or(OVERFLOW_ID),
     }
 }
@@ -154,7 +183,7 @@ fn scan(upper: &Path, options: &DiffOptions) -> Result<Vec<Item>> {
         let meta = dirent
             .metadata()
             .map_err(|e| fs_err("inspect", host)(std::io::Error::from(e)))?;
-        if let Some(item) = classify(host, rel, &meta, options.id_shift)? {
+        if let Some(item) = classify(host, rel, &meta, options.id_map.as_ref())? {
             items.push(item);
         }
     }
@@ -166,7 +195,7 @@ fn classify(
     host: &Path,
     rel: String,
     meta: &std::fs::Metadata,
-    shift: Option<(u32, u32)>,
+    id_map: Option<&IdMap>,
 ) -> Result<Option<Item>> {
     let ft = meta.file_type();
     if ft.is_socket() {
@@ -241,8 +270,8 @@ fn classify(
             path: rel,
             kind,
             mode: stored.0,
-            uid: container_id(stored.1, shift),
-            gid: container_id(stored.2, shift),
+            uid: container_id(stored.1, id_map.map(|map| map.uids.as_slice())),
+            gid: container_id(stored.2, id_map.map(|map| map.gids.as_slice())),
             mtime,
             xattrs,
         },
@@ -411,25 +440,33 @@ fn link_shared_inodes(items: &mut [Item]) {
 mod tests {
     use super::*;
 
-    /// A stored id, the shift, and the container id it gives.
-    type IdCase = (u32, Option<(u32, u32)>, u32);
-
     #[test]
     fn container_id_table() {
-        let cases: &[IdCase] = &[
+        let extent = |container, host, count| IdExtent {
+            container,
+            host,
+            count,
+        };
+        // Rootless with subordinate ranges: the caller is root, its range the rest.
+        let ranges = [extent(0, 1000, 1), extent(1, 100_000, 65535)];
+        let single = [extent(0, 1000, 1)];
+        let top = [extent(0, u32::MAX, 1)];
+        let cases: &[(u32, Option<&[IdExtent]>, u32)] = &[
             (0, None, 0),
             (100_000, None, 100_000),
-            (100_000, Some((100_000, 65536)), 0),
-            (101_000, Some((100_000, 65536)), 1000),
-            (165_535, Some((100_000, 65536)), 65535),
-            (165_536, Some((100_000, 65536)), OVERFLOW_ID),
-            (99_999, Some((100_000, 65536)), OVERFLOW_ID),
-            (1000, Some((1000, 1)), 0),
-            (0, Some((1000, 1)), OVERFLOW_ID),
-            (u32::MAX, Some((u32::MAX, 1)), 0),
+            (1000, Some(&ranges), 0),
+            (100_000, Some(&ranges), 1),
+            (100_999, Some(&ranges), 1000),
+            (165_534, Some(&ranges), 65535),
+            (165_535, Some(&ranges), OVERFLOW_ID),
+            (99_999, Some(&ranges), OVERFLOW_ID),
+            (0, Some(&ranges), OVERFLOW_ID),
+            (1000, Some(&single), 0),
+            (0, Some(&single), OVERFLOW_ID),
+            (u32::MAX, Some(&top), 0),
         ];
-        for (id, shift, want) in cases {
-            assert_eq!(container_id(*id, *shift), *want, "{id} {shift:?}");
+        for (id, extents, want) in cases {
+            assert_eq!(container_id(*id, *extents), *want, "{id} {extents:?}");
         }
     }
 
@@ -497,7 +534,7 @@ mod tests {
             .map(String::from)
             .to_vec(),
             lower: vec![lower],
-            id_shift: None,
+            id_map: None,
         };
         let entries = diff_upper(&upper, &options).unwrap();
         assert_eq!(

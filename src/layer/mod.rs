@@ -24,7 +24,7 @@ mod users;
 mod view;
 mod write;
 
-pub use diff::{diff_upper, DiffOptions};
+pub use diff::{diff_upper, DiffOptions, IdExtent, IdMap};
 pub use unpack::{unpack, UnpackSummary};
 pub use users::{chown_ids, lookup_user, Chown, ExecUser};
 pub use view::{FileKind, Follow, Found, Metadata, RootfsView};

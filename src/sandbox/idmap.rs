@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::SandboxError;
+use crate::layer::{IdExtent, IdMap};
 
 /// How many ids a ranged mapping covers: container ids 0..65536, as rootless Docker/BuildKit.
 pub const RANGE: u32 = 65536;
@@ -93,6 +94,29 @@ impl IdMapping {
     }
 
     /// Writes the maps of the user namespace process `pid` has just created.
+    /// The id extents the namespace maps, `None` when there is no user namespace: what a
+    /// layer differ needs to turn the host owners of files the sandbox wrote back into the
+    /// container's ids.
+    pub fn id_map(&self) -> Option<IdMap> {
+        match self {
+            IdMapping::Host => None,
+            IdMapping::Single { uid, gid } => Some(IdMap {
+                uids: vec![own_extent(*uid)],
+                gids: vec![own_extent(*gid)],
+            }),
+            IdMapping::Ranges {
+                uid,
+                gid,
+                sub_uid,
+                sub_gid,
+                ..
+            } => Some(IdMap {
+                uids: ranged_extents(*uid, *sub_uid).to_vec(),
+                gids: ranged_extents(*gid, *sub_gid).to_vec(),
+            }),
+        }
+    }
+
     pub(crate) fn write(&self, pid: u32) -> Result<(), SandboxError> {
         match self {
             IdMapping::Host => Ok(()),
@@ -126,15 +150,31 @@ fn write_file(path: &Path, text: &str) -> Result<(), SandboxError> {
     })
 }
 
+/// Container id 0 as the caller's own id.
+fn own_extent(own: u32) -> IdExtent {
+    IdExtent {
+        container: 0,
+        host: own,
+        count: 1,
+    }
+}
+
+/// Container 0 as the caller, 1..[`RANGE`] as the subordinate ids from `sub`.
+fn ranged_extents(own: u32, sub: u32) -> [IdExtent; 2] {
+    [
+        own_extent(own),
+        IdExtent {
+            container: 1,
+            host: sub,
+            count: RANGE - 1,
+        },
+    ]
+}
+
 fn run_helper(tool: &Path, pid: u32, own: u32, sub: u32) -> Result<(), SandboxError> {
-    let ranges = [
-        "0",
-        &own.to_string(),
-        "1",
-        "1",
-        &sub.to_string(),
-        &(RANGE - 1).to_string(),
-    ];
+    let ranges = ranged_extents(own, sub).into_iter().flat_map(|extent| {
+        [extent.container, extent.host, extent.count].map(|id| id.to_string())
+    });
     let output = Command::new(tool)
         .arg(pid.to_string())
         .args(ranges)

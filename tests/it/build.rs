@@ -781,3 +781,56 @@ fn a_terminal_gets_one_redrawn_line_per_step() {
         assert!(second.contains(expected), "{expected:?} in {second:?}");
     }
 }
+
+/// The files a RUN writes belong to the ids the command had inside, whoever runs kiln: as
+/// root they are the host's; rootless they are host ids of the user namespace, mapped back.
+#[test]
+fn files_a_run_writes_belong_to_the_containers_ids() {
+    if !sandbox_ready("files_a_run_writes_belong_to_the_containers_ids") {
+        return;
+    }
+    // With a single mapped id (rootless without newuidmap) no other user can exist inside.
+    let other_user = kiln::sandbox::IdMapping::detect().maps(1000);
+    let mut steps = "RUN mkdir -m 1777 /made && echo x > /made/by-root\n".to_string();
+    if other_user {
+        steps.push_str("USER 1000:1000\nRUN echo x > /made/by-user\n");
+    }
+    let project = busybox_project(&steps);
+    project.ok(&["-t", "owners"]);
+    let out = tempfile::tempdir().unwrap();
+    let saved = out.path().join("saved.tar");
+    let saved_arg = saved.to_str().unwrap();
+    let save = project.kiln(&["save", "owners", "--compression", "none", "-o", saved_arg]);
+    assert_eq!(save.code, Some(0), "{}", save.stderr);
+    let unpacked = out.path().join("unpacked");
+    tar::Archive::new(fs::File::open(&saved).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    // Each layer's owners for /made, later layers over earlier ones.
+    let mut owners = BTreeMap::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let file = fs::File::open(unpacked.join(layer.as_str().unwrap())).unwrap();
+        for entry in tar::Archive::new(file).entries().unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let path = path.trim_end_matches('/');
+            if path.starts_with("made") {
+                let header = entry.header();
+                owners.insert(
+                    path.to_string(),
+                    (header.uid().unwrap(), header.gid().unwrap()),
+                );
+            }
+        }
+    }
+    let mut expected = BTreeMap::from([
+        ("made".to_string(), (0, 0)),
+        ("made/by-root".to_string(), (0, 0)),
+    ]);
+    if other_user {
+        expected.insert("made/by-user".to_string(), (1000, 1000));
+    }
+    assert_eq!(owners, expected);
+}

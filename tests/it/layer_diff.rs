@@ -4,7 +4,7 @@
 
 use crate::util::peer_ready;
 use kiln::layer::{
-    diff_upper, unpack, write_layer, DiffOptions, EntryKind, FileKind, LayerEntry, RootfsView,
+    diff_upper, unpack, write_layer, DiffOptions, IdExtent, IdMap, EntryKind, FileKind, LayerEntry, RootfsView,
     Timestamp,
 };
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
@@ -186,7 +186,18 @@ fn rootless_ids_are_shifted_back() {
         std::os::unix::fs::chown(&path, Some(uid), Some(uid + 1)).unwrap();
     }
     let options = DiffOptions {
-        id_shift: Some((100_000, 65536)),
+        id_map: Some(IdMap {
+            uids: vec![IdExtent {
+                container: 0,
+                host: 100_000,
+                count: 65536,
+            }],
+            gids: vec![IdExtent {
+                container: 0,
+                host: 100_000,
+                count: 65536,
+            }],
+        }),
         ..DiffOptions::default()
     };
     let owners: Vec<(String, u32, u32)> = diff_upper(tmp.path(), &options)

@@ -240,7 +240,8 @@ impl StageRun<'_, '_> {
             &DiffOptions {
                 ignore: drop,
                 lower: lower_for_diff,
-                ..DiffOptions::default()
+                // Rootless, the command's files belong to host ids standing for its own.
+                id_map: sandbox::IdMapping::detect().id_map(),
             },
         )?;
         // The runtime makes the mount points of /dev, /proc and /sys in an image that lacks
