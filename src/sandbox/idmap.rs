@@ -172,9 +172,9 @@ fn ranged_extents(own: u32, sub: u32) -> [IdExtent; 2] {
 }
 
 fn run_helper(tool: &Path, pid: u32, own: u32, sub: u32) -> Result<(), SandboxError> {
-    let ranges = ranged_extents(own, sub).into_iter().flat_map(|extent| {
-        [extent.container, extent.host, extent.count].map(|id| id.to_string())
-    });
+    let ranges = ranged_extents(own, sub)
+        .into_iter()
+        .flat_map(|extent| [extent.container, extent.host, extent.count].map(|id| id.to_string()));
     let output = Command::new(tool)
         .arg(pid.to_string())
         .args(ranges)
