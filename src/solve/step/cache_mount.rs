@@ -137,43 +137,35 @@ fn make_cache_dir(dir: &Path, mount: &ResolvedMount) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::instruction::MountType;
+    use crate::syntax::instruction::parse_mount;
+    use crate::syntax::Position;
 
-    fn cache_mount(sharing: Sharing) -> ResolvedMount {
-        ResolvedMount {
-            kind: MountType::Cache,
-            from: None,
-            source: None,
-            target: Some("/cache".to_string()),
-            read_only: false,
-            id: None,
-            sharing: Some(sharing),
-            mode: None,
-            uid: None,
-            gid: None,
-            size: None,
-            required: false,
-            env: None,
-        }
+    /// The mount `RUN --mount=type=cache,target=/cache,<extra>` gives.
+    fn cache_mount(extra: &str) -> ResolvedMount {
+        let spec = format!("type=cache,target=/cache,{extra}");
+        parse_mount(&spec, Position { line: 1, column: 1 }, &|_| false)
+            .unwrap()
+            .resolve()
+            .unwrap()
     }
 
     #[test]
     fn shared_users_meet_in_one_directory_and_private_ones_split() {
         let root = tempfile::tempdir().unwrap();
-        let shared_a = lease(root.path(), &cache_mount(Sharing::Shared)).unwrap();
-        let shared_b = lease(root.path(), &cache_mount(Sharing::Shared)).unwrap();
+        let shared_a = lease(root.path(), &cache_mount("sharing=shared")).unwrap();
+        let shared_b = lease(root.path(), &cache_mount("sharing=shared")).unwrap();
         assert_eq!(shared_a.dir, shared_b.dir);
-        let private = lease(root.path(), &cache_mount(Sharing::Private)).unwrap();
+        let private = lease(root.path(), &cache_mount("sharing=private")).unwrap();
         assert_ne!(private.dir, shared_a.dir);
         let shared_dir = shared_a.dir.clone();
         drop((shared_a, shared_b));
-        let private_again = lease(root.path(), &cache_mount(Sharing::Private)).unwrap();
+        let private_again = lease(root.path(), &cache_mount("sharing=private")).unwrap();
         assert_eq!(
             private_again.dir, shared_dir,
             "the id's own directory is free again"
         );
         drop((private, private_again));
-        let alone = lease(root.path(), &cache_mount(Sharing::Private)).unwrap();
+        let alone = lease(root.path(), &cache_mount("sharing=private")).unwrap();
         assert_eq!(
             alone.dir, shared_dir,
             "nobody holds the id's own directory now"
@@ -183,11 +175,11 @@ mod tests {
     #[test]
     fn locked_users_wait_for_each_other() {
         let root = tempfile::tempdir().unwrap();
-        let first = lease(root.path(), &cache_mount(Sharing::Locked)).unwrap();
+        let first = lease(root.path(), &cache_mount("sharing=locked")).unwrap();
         let path = root.path().to_path_buf();
         let (sender, receiver) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let second = lease(&path, &cache_mount(Sharing::Locked)).unwrap();
+            let second = lease(&path, &cache_mount("sharing=locked")).unwrap();
             sender.send(()).unwrap();
             second.dir
         });
@@ -205,10 +197,7 @@ mod tests {
     #[test]
     fn a_new_directory_gets_the_mounts_mode() {
         let root = tempfile::tempdir().unwrap();
-        let mount = ResolvedMount {
-            mode: Some(0o700),
-            ..cache_mount(Sharing::Shared)
-        };
+        let mount = cache_mount("mode=0700");
         let lease = lease(root.path(), &mount).unwrap();
         let mode = std::fs::metadata(&lease.dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o700);
