@@ -184,7 +184,9 @@ pub(crate) fn relay(
     };
     let mut buffer = vec![0u8; 64 * 1024];
     let _ = io::stdout().flush();
-    while control_open || master.is_some() {
+    // Done once the command's status is known and its terminal drained: the init's exit
+    // (the namespaces' teardown, 5 to 15 ms here) is not waited for; see `run_attached`.
+    while (control_open && report.exited.is_none()) || master.is_some() {
         let master_fd = master.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         let stdin_fd = if stdin_open && master_fd >= 0 { 0 } else { -1 };
         let control_fd = if control_open {

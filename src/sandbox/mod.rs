@@ -193,6 +193,11 @@ pub fn run_with(
 /// is a reaper, not the command. Returns how the command ended; a signal that killed it comes
 /// back as code 128 + signal.
 ///
+/// It returns as soon as the command's status is known: the sandbox's namespaces, and the
+/// overlay mounted in them, finish going away a few milliseconds later (a thread reaps the
+/// init); nothing of them is ever visible outside the sandbox, and the overlay's directories
+/// may already be removed.
+///
 /// The calling thread blocks those signals while it runs (and restores its mask after): call
 /// it from the main thread of a process that has no other threads, or block them in every
 /// thread first, so that none is delivered elsewhere.
@@ -232,7 +237,13 @@ pub fn run_attached_with(
         _ => Ok(()),
     })?;
     drop(signals);
-    conclude(guard, report).map(|outcome| outcome.status)
+    match report.exited {
+        Some(status) if report.failure.is_none() => {
+            guard.reap_in_background();
+            Ok(status)
+        }
+        _ => conclude(guard, report).map(|outcome| outcome.status),
+    }
 }
 
 /// Copies the snapshot directories `lower` (lowest first, in overlay format) into the empty
@@ -303,6 +314,21 @@ pub fn probe_with(init: &Path) -> Result<HostSupport, SandboxError> {
 /// Kills and reaps the init if `execute` leaves early; the pid namespace and every mount go
 /// with it.
 struct InitGuard(Child);
+
+impl InitGuard {
+    /// Lets the init finish exiting on its own, reaped by a thread, so the caller need not
+    /// wait for its namespaces (and the overlay in them) to be torn down.
+    fn reap_in_background(self) {
+        let pid = self.0.id() as libc::pid_t;
+        // The attached init's standard streams are inherited or null, so the `Child` owns no
+        // pipe that forgetting it would leak; its Drop (kill and wait) must not run.
+        std::mem::forget(self);
+        std::thread::spawn(move || {
+            // SAFETY: waitpid on our own child; the status is not wanted.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }
+        });
+    }
+}
 
 impl Drop for InitGuard {
     fn drop(&mut self) {
@@ -495,8 +521,8 @@ fn prepare_scratch(spec: &RunSpec) -> Result<tempfile::TempDir, SandboxError> {
 /// The init's final words.
 #[derive(Default)]
 pub(crate) struct Report {
-    failure: Option<spec::Failure>,
-    exited: Option<ExitStatus>,
+    pub(crate) failure: Option<spec::Failure>,
+    pub(crate) exited: Option<ExitStatus>,
     copied: bool,
 }
 
