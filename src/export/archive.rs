@@ -310,74 +310,80 @@ fn tar_header(name: &str, size: u64, dir: bool) -> io::Result<tar::Header> {
     Ok(header)
 }
 
-/// Counts what passes to the inner writer.
-struct Counter<'a> {
-    inner: &'a mut dyn Write,
-    count: u64,
-}
+/// How much of a blob one read and one write move.
+const COPY_BUFFER: usize = 1 << 20;
 
-impl Write for Counter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
+/// Writes the tar by hand: each entry's ustar header, its bytes, zero padding to 512 bytes,
+/// and two zero blocks at the end (what the tar crate's builder writes, with blobs copied a
+/// megabyte at a time).
 fn write_tar(
     store: &Store,
     files: &BTreeMap<String, Content>,
     out: &mut dyn Write,
     path: &Path,
 ) -> Result<u64> {
-    let mut counter = Counter {
-        inner: out,
-        count: 0,
-    };
-    let mut builder = tar::Builder::new(&mut counter);
+    let mut written = 0u64;
+    let mut buffer = vec![0u8; COPY_BUFFER];
     let mut dirs = DIRS.iter().peekable();
     for (name, content) in files {
         while let Some(dir) = dirs.next_if(|dir| **dir < name.as_str()) {
-            append(&mut builder, dir, 0, true, io::empty(), path)?;
+            let header = tar_header(dir, 0, true).map_err(write_error("the archive", path))?;
+            out.write_all(header.as_bytes())
+                .map_err(write_error("the archive", path))?;
+            written += 512;
         }
-        match content {
-            Content::Bytes(bytes) => append(
-                &mut builder,
-                name,
-                bytes.len() as u64,
-                false,
-                bytes.as_slice(),
-                path,
-            )?,
-            Content::Blob(digest, size) => {
-                let blob = store.open_blob(digest)?;
-                append(&mut builder, name, *size, false, blob, path)?
+        let size = match content {
+            Content::Bytes(bytes) => bytes.len() as u64,
+            Content::Blob(_, size) => *size,
+        };
+        let header = tar_header(name, size, false).map_err(write_error("the archive", path))?;
+        out.write_all(header.as_bytes())
+            .map_err(write_error("the archive", path))?;
+        let copied = match content {
+            Content::Bytes(bytes) => {
+                out.write_all(bytes)
+                    .map_err(write_error("the archive", path))?;
+                size
             }
+            Content::Blob(digest, _) => {
+                copy_blob(&mut store.open_blob(digest)?, out, &mut buffer, path)?
+            }
+        };
+        if copied != size {
+            let message = format!("blob {name} has {copied} bytes, its descriptor {size}");
+            let error = io::Error::new(io::ErrorKind::InvalidData, message);
+            return Err(write_error("the archive", path)(error));
         }
+        let padding = (512 - size % 512) % 512;
+        out.write_all(&[0u8; 512][..padding as usize])
+            .map_err(write_error("the archive", path))?;
+        written += 512 + size + padding;
     }
-    builder.finish().map_err(write_error("the archive", path))?;
-    drop(builder);
-    counter.flush().map_err(write_error("the archive", path))?;
-    Ok(counter.count)
+    out.write_all(&[0u8; 1024])
+        .map_err(write_error("the archive", path))?;
+    out.flush().map_err(write_error("the archive", path))?;
+    Ok(written + 1024)
 }
 
-/// Appends one entry; a blob that fails its digest check at the end fails the write.
-fn append(
-    builder: &mut tar::Builder<&mut Counter<'_>>,
-    name: &str,
-    size: u64,
-    dir: bool,
-    data: impl io::Read,
+/// Copies a blob to `out`; a blob that fails its digest check at the end fails the write.
+fn copy_blob(
+    blob: &mut dyn io::Read,
+    out: &mut dyn Write,
+    buffer: &mut [u8],
     path: &Path,
-) -> Result<()> {
-    let header = tar_header(name, size, dir).map_err(write_error("the archive", path))?;
-    builder
-        .append(&header, data)
-        .map_err(write_error("the archive", path))
+) -> Result<u64> {
+    let mut copied = 0u64;
+    loop {
+        let n = match blob.read(buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(write_error("the archive", path)(e)),
+        };
+        out.write_all(buffer.get(..n).unwrap_or_default())
+            .map_err(write_error("the archive", path))?;
+        copied += n as u64;
+    }
 }
 
 fn write_dir(store: &Store, files: &BTreeMap<String, Content>, dir: &Path) -> Result<u64> {
