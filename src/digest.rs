@@ -6,7 +6,7 @@
 //! typed parse error. This module must never touch the file system.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -223,6 +223,40 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
+/// A reader that hashes and counts every byte read through it; the reading counterpart of
+/// [`DigestWriter`].
+pub struct DigestReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> DigestReader<R> {
+    /// Wraps `inner`; nothing is hashed yet.
+    pub fn new(inner: R) -> DigestReader<R> {
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// Returns the inner reader, the digest of everything read and its length in bytes.
+    pub fn finish(self) -> (R, Digest, u64) {
+        (self.inner, Digest(self.hasher.finalize().into()), self.read)
+    }
+}
+
+impl<R: Read> Read for DigestReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let read = buf.get(..n).unwrap_or(buf);
+        self.hasher.update(read);
+        self.read += read.len() as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +362,19 @@ mod tests {
         assert_eq!(inner, b"abc");
         assert_eq!(digest, Digest::of(b"abc"));
         assert_eq!(size, 3);
+    }
+
+    #[test]
+    fn reader_hashes_and_counts_what_was_read() {
+        let table: &[(&[u8], usize)] = &[(b"", 0), (b"abc", 3), (b"abcdef", 2)];
+        for (bytes, take) in table {
+            let mut reader = DigestReader::new(*bytes);
+            let mut out = vec![0u8; *take];
+            reader.read_exact(&mut out).expect("reads");
+            let (rest, digest, size) = reader.finish();
+            assert_eq!(digest, Digest::of(&bytes[..*take]));
+            assert_eq!(size, *take as u64);
+            assert_eq!(rest, &bytes[*take..]);
+        }
     }
 }

@@ -26,10 +26,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::digest::{Digest, DigestError, DigestWriter};
+use crate::digest::{Digest, DigestError, DigestReader, DigestWriter};
 use crate::image::{canonical_json, Descriptor, ImageConfig, Manifest, CONFIG_MEDIA_TYPE};
 use crate::store::{Reference, Store, StoreError, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 
@@ -433,22 +432,6 @@ enum Files {
     },
 }
 
-/// Reads a blob and hashes every byte read from it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    read: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or(buf));
-        self.read = self.read.saturating_add(n as u64);
-        Ok(n)
-    }
-}
-
 /// A blob of the input, checked: where it is and what it is.
 #[derive(Debug, Clone)]
 struct Checked {
@@ -778,11 +761,7 @@ impl Files {
     fn plan_all(&self, store: &Store) -> Result<Vec<Planned>> {
         let mut plans = Vec::new();
         if self.is_oci() {
-            let index: IndexDoc = self.parse(
-                &self.read_document("index.json", "OCI image index")?,
-                "index.json",
-                "OCI image index",
-            )?;
+            let index = self.read_index()?;
             if index.manifests.is_empty() {
                 return Err(LoadError::NoImages {
                     input: self.input().into(),
@@ -821,11 +800,7 @@ impl Files {
     fn plan_selected(&self, store: &Store, selector: Option<&str>) -> Result<Planned> {
         let input: Box<str> = self.input().into();
         if self.is_oci() {
-            let index: IndexDoc = self.parse(
-                &self.read_document("index.json", "OCI image index")?,
-                "index.json",
-                "OCI image index",
-            )?;
+            let index = self.read_index()?;
             let found = match selector {
                 None => match index.manifests.as_slice() {
                     [only] => Some(only),
@@ -876,6 +851,11 @@ impl Files {
                 })?,
         };
         self.plan_docker(entry)
+    }
+
+    fn read_index(&self) -> Result<IndexDoc> {
+        let what = "OCI image index";
+        self.parse(&self.read_document("index.json", what)?, "index.json", what)
     }
 
     fn docker_entries(&self) -> Result<Vec<DockerEntry>> {
@@ -1302,11 +1282,7 @@ fn layer_digests(
     compression: Compression,
 ) -> std::result::Result<(Digest, u64, Digest), LayerReadError> {
     let file = File::open(path).map_err(LayerReadError::Read)?;
-    let raw = HashingReader {
-        inner: file,
-        hasher: Sha256::new(),
-        read: 0,
-    };
+    let raw = DigestReader::new(file);
     let mut buffered = BufReader::with_capacity(1 << 17, raw);
     let mut uncompressed = DigestWriter::new(io::sink());
     let decoded = match compression {
@@ -1322,9 +1298,9 @@ fn layer_digests(
         Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut buffered)
             .and_then(|mut decoder| io::copy(&mut decoder, &mut uncompressed)),
     };
-    let finish = |buffered: BufReader<HashingReader<File>>| {
-        let raw = buffered.into_inner();
-        (Digest::from_array(raw.hasher.finalize().into()), raw.read)
+    let finish = |buffered: BufReader<DigestReader<File>>| {
+        let (_, digest, size) = buffered.into_inner().finish();
+        (digest, size)
     };
     if let Err(error) = decoded {
         // Hash the rest so the message can name the blob by its digest.

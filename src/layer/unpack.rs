@@ -10,8 +10,7 @@ use super::snapshot::{Meta, Snapshot, Special};
 use super::{
     check_path, LayerError, PathProblem, Result, Timestamp, OPAQUE_MARKER, WHITEOUT_PREFIX,
 };
-use crate::digest::Digest;
-use sha2::{Digest as _, Sha256};
+use crate::digest::{Digest, DigestReader};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -28,22 +27,6 @@ pub struct UnpackSummary {
     pub skipped: u64,
 }
 
-/// Counts and hashes what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// Unpacks the layer tar `layer` into the directory `snapshot` (created when missing).
 ///
 /// Later entries replace earlier ones at the same path; a directory over a directory keeps
@@ -56,11 +39,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// when the snapshot cannot be written.
 pub fn unpack(layer: impl Read, snapshot: &Path) -> Result<UnpackSummary> {
     let mut snap = Snapshot::open(snapshot)?;
-    let reader = HashingReader {
-        inner: layer,
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let reader = DigestReader::new(layer);
     // Buffer above the hasher so it hashes large chunks rather than tar's 512-byte reads.
     let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, reader));
     let mut entries = 0u64;
@@ -75,9 +54,10 @@ pub fn unpack(layer: impl Read, snapshot: &Path) -> Result<UnpackSummary> {
     // The diff_id covers the whole stream, padding after the end blocks included.
     io::copy(&mut reader, &mut io::sink()).map_err(LayerError::Read)?;
     let skipped = snap.finish()?;
+    let (_, diff_id, size) = reader.finish();
     Ok(UnpackSummary {
-        diff_id: Digest::from_array(reader.hasher.finalize().into()),
-        size: reader.count,
+        diff_id,
+        size,
         entries,
         skipped,
     })

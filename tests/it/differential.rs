@@ -11,7 +11,7 @@
 
 mod fixture;
 pub(crate) mod image;
-mod peers;
+pub(crate) mod peers;
 mod run;
 pub(crate) mod tree;
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
+use crate::differential::peers::{self, docker_bin};
 use crate::util::{kiln, peer_available, peer_ready, Run};
 
 fn sha256(bytes: &[u8]) -> String {
@@ -95,13 +96,13 @@ impl Layout {
     }
 
     /// Adds an image of `layers` (each a tar and how to pack it) named `name` (containerd's
-    /// annotation); `tweak` may change the config and then the manifest before they are
+    /// annotation); `tweak` may change the config and then the manifest before each is
     /// hashed.
     fn image(
         &mut self,
         name: Option<&str>,
         layers: &[(Vec<u8>, Packing)],
-        tweak: impl Fn(&mut Value, &mut Value),
+        tweak: impl Fn(Doc, &mut Value),
     ) -> Made {
         let mut descriptors = Vec::new();
         let mut diff_ids = Vec::new();
@@ -122,7 +123,7 @@ impl Layout {
         });
         let mut manifest =
             json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"});
-        tweak(&mut config, &mut Value::Null);
+        tweak(Doc::Config, &mut config);
         let (config_digest, config_size) = self.blob(serde_json::to_vec(&config).expect("json"));
         manifest["config"] = json!({
             "mediaType": "application/vnd.oci.image.config.v1+json",
@@ -130,7 +131,7 @@ impl Layout {
             "size": config_size,
         });
         manifest["layers"] = Value::Array(descriptors);
-        tweak(&mut Value::Null, &mut manifest);
+        tweak(Doc::Manifest, &mut manifest);
         let (digest, size) = self.blob(serde_json::to_vec(&manifest).expect("json"));
         let mut entry = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
         if let Some(name) = name {
@@ -209,6 +210,15 @@ impl Store {
         }
     }
 
+    /// A new store holding the image `name` of `layers`, loaded from an OCI archive.
+    fn with_image(name: &str, layers: &[(Vec<u8>, Packing)]) -> (Store, Made) {
+        let store = Store::new();
+        let mut layout = Layout::default();
+        let made = layout.image(Some(name), layers, |_, _| {});
+        store.load_ok(&layout.finish_oci().tar());
+        (store, made)
+    }
+
     fn root(&self) -> String {
         self.dir.path().join("store").display().to_string()
     }
@@ -239,6 +249,25 @@ impl Store {
         assert_eq!(run.code, Some(0), "inspect {image}: {}", run.stderr);
         let mut all: Value = serde_json::from_str(&run.stdout).expect("inspect prints JSON");
         all[0].take()
+    }
+
+    /// Writes the build context `ctx` holding `files` (the Dockerfile among them); returns
+    /// its path.
+    fn context(&self, files: &[(&str, &str)]) -> String {
+        let context = self.path("ctx");
+        std::fs::create_dir_all(&context).expect("mkdir");
+        for (name, text) in files {
+            std::fs::write(context.join(name), text).expect("writes");
+        }
+        context.display().to_string()
+    }
+
+    /// Runs `kiln build -q -t TAG EXTRA... CONTEXT`.
+    fn build(&self, context: &str, tag: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["build", "-q", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(context);
+        self.kiln(&args, b"")
     }
 
     /// Every path under the root with the sha256 of its contents (directories as `dir`).
@@ -478,176 +507,168 @@ struct Spoiled {
     expected: &'static str,
 }
 
+/// Which document a [`Layout::image`] tweak is handed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Doc {
+    Config,
+    Manifest,
+}
+
+type Edit<'a> = &'a dyn Fn(&mut Value);
+
 fn spoiled_archives() -> Vec<Spoiled> {
-    let layers = || two_layers(Packing::Gzip, Packing::Plain);
-    let build = |tweak: &dyn Fn(&mut Value, &mut Value), after: &dyn Fn(&mut Layout, &Made)| {
+    // A consistent image with these changes: to the config or the manifest before they are
+    // hashed (so every digest still matches), then to the layout's files.
+    let build = |doc: Option<(Doc, Edit)>, after: &dyn Fn(&mut Layout, &Made)| {
         let mut layout = Layout::default();
-        let made = layout.image(Some("spoiled:1"), &layers(), tweak);
+        let layers = two_layers(Packing::Gzip, Packing::Plain);
+        let made = layout.image(Some("spoiled:1"), &layers, |which, value| {
+            if let Some((wanted, edit)) = doc {
+                if which == wanted {
+                    edit(value);
+                }
+            }
+        });
         layout.finish_oci();
         after(&mut layout, &made);
         layout.tar()
     };
-    let none = |_: &mut Value, _: &mut Value| {};
-    let keep = |_: &mut Layout, _: &Made| {};
-    let good = build(&none, &keep);
-    let other_digest = sha256(b"another layer");
-    let mut cases = vec![
-        Spoiled {
-            case: "truncated in a blob",
-            archive: good[..good.len() / 2].to_vec(),
-            expected: "is truncated or corrupt",
-        },
-        Spoiled {
-            case: "truncated in a header",
-            archive: good[..700].to_vec(),
-            expected: "is truncated or corrupt",
-        },
-        Spoiled {
-            case: "gzip archive truncated",
-            archive: {
-                let gzip = Packing::Gzip.pack(&good);
-                gzip[..gzip.len() - 20].to_vec()
-            },
-            expected: "is truncated or corrupt",
-        },
-        Spoiled {
-            case: "empty input",
-            archive: Vec::new(),
-            expected: "holds neither an OCI image layout",
-        },
-        Spoiled {
-            case: "layer bytes changed",
-            archive: build(&none, &|layout, made| {
-                let blob = layout
-                    .files
-                    .get_mut(&Layout::blob_path(&made.layers[1]))
-                    .expect("layer");
-                blob[600] ^= 1;
-            }),
-            expected: "is corrupt: expected digest",
-        },
-        Spoiled {
-            case: "layer missing",
-            archive: build(&none, &|layout, made| {
+    let config = |edit: Edit| build(Some((Doc::Config, edit)), &|_, _| {});
+    let manifest = |edit: Edit| build(Some((Doc::Manifest, edit)), &|_, _| {});
+    let files = |after: &dyn Fn(&mut Layout, &Made)| build(None, after);
+    let index = |edit: &dyn Fn(&mut Value, &Made)| {
+        files(&|layout, made| {
+            let mut index: Value =
+                serde_json::from_slice(&layout.files["index.json"]).expect("json");
+            edit(&mut index, made);
+            let bytes = serde_json::to_vec(&index).expect("json");
+            layout.files.insert("index.json".into(), bytes);
+        })
+    };
+    let flip = |digest: fn(&Made) -> &String, at: usize| {
+        files(&move |layout, made| {
+            let blob = layout.files.get_mut(&Layout::blob_path(digest(made)));
+            if let Some(byte) = blob.and_then(|b| b.get_mut(at)) {
+                *byte ^= 1;
+            }
+        })
+    };
+    let good = files(&|_, _| {});
+    let gzip = Packing::Gzip.pack(&good);
+    let other = sha256(b"another layer");
+    let nondistributable = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    let (classic, _) = docker_classic();
+    let table: Vec<(&'static str, Vec<u8>, &'static str)> = vec![
+        (
+            "truncated in a blob",
+            good[..good.len() / 2].to_vec(),
+            "is truncated or corrupt",
+        ),
+        (
+            "truncated in a header",
+            good[..700].to_vec(),
+            "is truncated or corrupt",
+        ),
+        (
+            "gzip archive truncated",
+            gzip[..gzip.len() - 20].to_vec(),
+            "is truncated or corrupt",
+        ),
+        (
+            "docker classic truncated",
+            classic[..classic.len() - 1500].to_vec(),
+            "is truncated or corrupt",
+        ),
+        (
+            "empty input",
+            Vec::new(),
+            "holds neither an OCI image layout",
+        ),
+        (
+            "entry outside the archive",
+            entry_outside(),
+            "leaves the archive",
+        ),
+        (
+            "layer bytes changed",
+            flip(|m| &m.layers[1], 600),
+            "is corrupt: expected digest",
+        ),
+        (
+            "config bytes changed",
+            flip(|m| &m.config, 2),
+            "is corrupt: expected digest",
+        ),
+        (
+            "layer missing",
+            files(&|layout, made| {
                 layout.files.remove(&Layout::blob_path(&made.layers[0]));
             }),
-            expected: "is missing from",
-        },
-        Spoiled {
-            case: "config bytes changed",
-            archive: build(&none, &|layout, made| {
-                let blob = layout
-                    .files
-                    .get_mut(&Layout::blob_path(&made.config))
-                    .expect("config");
-                blob[2] ^= 1;
+            "is missing from",
+        ),
+        (
+            "diff_id of another layer",
+            config(&|c| c["rootfs"]["diff_ids"][1] = json!(other)),
+            "does not match the image config: expected diff_id",
+        ),
+        (
+            "one diff_id too many",
+            config(&|c| {
+                if let Some(ids) = c["rootfs"]["diff_ids"].as_array_mut() {
+                    ids.push(json!(other));
+                }
             }),
-            expected: "is corrupt: expected digest",
-        },
-        Spoiled {
-            case: "diff_id of another layer",
-            archive: build(
-                &|config, _| {
-                    if !config.is_null() {
-                        config["rootfs"]["diff_ids"][1] = json!(other_digest.clone());
-                    }
-                },
-                &keep,
-            ),
-            expected: "does not match the image config: expected diff_id",
-        },
-        Spoiled {
-            case: "one diff_id too many",
-            archive: build(
-                &|config, _| {
-                    if let Some(ids) = config["rootfs"]["diff_ids"].as_array_mut() {
-                        ids.push(json!(other_digest.clone()));
-                    }
-                },
-                &keep,
-            ),
-            expected: "lists 3 diff_ids for 2 layers",
-        },
-        Spoiled {
-            case: "layer size wrong",
-            archive: build(
-                &|_, manifest| {
-                    if !manifest.is_null() {
-                        manifest["layers"][0]["size"] = json!(5);
-                    }
-                },
-                &keep,
-            ),
-            expected: "has the wrong size: expected 5 bytes",
-        },
-        Spoiled {
-            case: "layer media type kiln cannot unpack",
-            archive: build(
-                &|_, manifest| {
-                    if !manifest.is_null() {
-                        manifest["layers"][0]["mediaType"] =
-                            json!("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
-                    }
-                },
-                &keep,
-            ),
-            expected:
-                "has media type \"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip\"",
-        },
-        Spoiled {
-            case: "config not an image config",
-            archive: build(
-                &|config, _| {
-                    if !config.is_null() {
-                        *config = json!({"not": "a config"});
-                    }
-                },
-                &keep,
-            ),
-            expected: "is not a valid image config",
-        },
-        Spoiled {
-            case: "manifest size in the index wrong",
-            archive: build(&none, &|layout, _| {
-                let mut index: Value =
-                    serde_json::from_slice(&layout.files["index.json"]).expect("json");
-                index["manifests"][0]["size"] = json!(1);
-                layout.files.insert(
-                    "index.json".into(),
-                    serde_json::to_vec(&index).expect("json"),
-                );
+            "lists 3 diff_ids for 2 layers",
+        ),
+        (
+            "config not an image config",
+            config(&|c| *c = json!({"not": "a config"})),
+            "is not a valid image config",
+        ),
+        (
+            "layer size wrong",
+            manifest(&|m| m["layers"][0]["size"] = json!(5)),
+            "has the wrong size: expected 5 bytes",
+        ),
+        (
+            "layer media type kiln cannot unpack",
+            manifest(&|m| m["layers"][0]["mediaType"] = json!(nondistributable)),
+            "has media type \"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip\"",
+        ),
+        (
+            // The plain layer declared as gzip: its digest and size still match.
+            "gzip layer that does not decompress",
+            manifest(&|m| {
+                m["layers"][1]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip")
             }),
-            expected: "has the wrong size: expected 1 bytes",
-        },
-        Spoiled {
-            case: "upper-case digest in the index",
-            archive: build(&none, &|layout, made| {
-                let mut index: Value =
-                    serde_json::from_slice(&layout.files["index.json"]).expect("json");
-                index["manifests"][0]["digest"] =
-                    json!(made.manifest.to_uppercase().replace("SHA256", "sha256"));
-                layout.files.insert(
-                    "index.json".into(),
-                    serde_json::to_vec(&index).expect("json"),
-                );
+            "cannot decompress layer",
+        ),
+        (
+            "manifest size in the index wrong",
+            index(&|i, _| i["manifests"][0]["size"] = json!(1)),
+            "has the wrong size: expected 1 bytes",
+        ),
+        (
+            "upper-case digest in the index",
+            index(&|i, made| {
+                let upper = made.manifest.to_uppercase().replace("SHA256", "sha256");
+                i["manifests"][0]["digest"] = json!(upper);
             }),
-            expected: "unsupported digest",
-        },
-        Spoiled {
-            case: "gzip layer that does not decompress",
-            archive: build(
-                &|_, manifest| {
-                    if !manifest.is_null() {
-                        // The plain layer declared as gzip: its digest and size still match.
-                        manifest["layers"][1]["mediaType"] =
-                            json!("application/vnd.oci.image.layer.v1.tar+gzip");
-                    }
-                },
-                &keep,
-            ),
-            expected: "cannot decompress layer",
-        },
+            "unsupported digest",
+        ),
     ];
+    table
+        .into_iter()
+        .map(|(case, archive, expected)| Spoiled {
+            case,
+            archive,
+            expected,
+        })
+        .collect()
+}
+
+/// A tar whose one entry is named `blobs/../../evil`.
+fn entry_outside() -> Vec<u8> {
     let mut outside = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(1);
@@ -657,18 +678,7 @@ fn spoiled_archives() -> Vec<Spoiled> {
     header.as_gnu_mut().expect("gnu header").name[..name.len()].copy_from_slice(name);
     header.set_cksum();
     outside.append(&header, &b"x"[..]).expect("appends");
-    cases.push(Spoiled {
-        case: "entry outside the archive",
-        archive: outside.into_inner().expect("finishes"),
-        expected: "leaves the archive",
-    });
-    let (classic, _) = docker_classic();
-    cases.push(Spoiled {
-        case: "docker classic truncated",
-        archive: classic[..classic.len() - 1500].to_vec(),
-        expected: "is truncated or corrupt",
-    });
-    cases
+    outside.into_inner().expect("finishes")
 }
 
 #[test]
@@ -706,28 +716,12 @@ fn an_image_loaded_with_compressed_layers_is_built_on() {
         (Packing::Gzip, Packing::Zstd),
         (Packing::GzipMembers, Packing::Plain),
     ] {
-        let store = Store::new();
-        let mut layout = Layout::default();
-        let made = layout.image(Some("loaded-base:1"), &two_layers(first, second), |_, _| {});
-        store.load_ok(&layout.finish_oci().tar());
-        let context = store.path("ctx");
-        std::fs::create_dir_all(&context).expect("mkdir");
-        std::fs::write(
-            context.join("Dockerfile"),
-            "FROM loaded-base:1\nCOPY added /app/added\n",
-        )
-        .expect("writes");
-        std::fs::write(context.join("added"), "added\n").expect("writes");
-        let run = store.kiln(
-            &[
-                "build",
-                "-q",
-                "-t",
-                "built:1",
-                &context.display().to_string(),
-            ],
-            b"",
-        );
+        let (store, made) = Store::with_image("loaded-base:1", &two_layers(first, second));
+        let context = store.context(&[
+            ("Dockerfile", "FROM loaded-base:1\nCOPY added /app/added\n"),
+            ("added", "added\n"),
+        ]);
+        let run = store.build(&context, "built:1", &[]);
         assert_eq!(run.code, Some(0), "{first:?}/{second:?}: {}", run.stderr);
         let built = store.inspect("built:1");
         let diff_ids: Vec<String> = built["Config"]["rootfs"]["diff_ids"]
@@ -741,49 +735,31 @@ fn an_image_loaded_with_compressed_layers_is_built_on() {
     }
 }
 
-/// Builds a busybox image with docker (a RUN that makes a layer, an ENV that does not),
-/// returns its tag.
+/// Builds a busybox image with docker (a RUN that makes a layer, an ENV that does not) and
+/// tags it `tag`.
 fn docker_busybox_image(scratch: &Path, tag: &str) -> Result<(), String> {
     let ctx = scratch.join("docker-ctx");
     std::fs::create_dir_all(&ctx).map_err(|e| e.to_string())?;
     std::fs::copy("/bin/busybox", ctx.join("busybox")).map_err(|e| e.to_string())?;
+    let dockerfile = ctx.join("Dockerfile");
     std::fs::write(
-        ctx.join("Dockerfile"),
+        &dockerfile,
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo from-docker > /made-by\nENV MADE_BY=docker\n",
     )
     .map_err(|e| e.to_string())?;
-    let out = std::process::Command::new(docker_bin())
-        .env("DOCKER_BUILDKIT", "1")
-        .args(["build", "-q", "-t", tag])
-        .arg(&ctx)
-        .output()
-        .map_err(|e| e.to_string())?;
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
+    peers::docker_build(&ctx, &dockerfile, &[], tag).map(drop)
 }
 
-fn docker_bin() -> String {
-    std::env::var("KILN_DOCKER").unwrap_or_else(|_| "/usr/bin/docker".to_owned())
-}
-
+/// True when docker answers (the differential suite's probe) and busybox is there to build
+/// the base from; otherwise prints why the caller skips.
 fn docker_ready(test: &str) -> bool {
-    if !peer_available("docker", test) {
-        return false;
-    }
-    let info = std::process::Command::new(docker_bin())
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output();
-    let problem = match info {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "docker info failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("docker does not run: {e}")),
-    };
-    peer_ready(test, problem) && Path::new("/bin/busybox").is_file()
+    peer_available("docker", test)
+        && peer_ready(test, peers::docker_unreachable())
+        && peer_ready(
+            test,
+            (!Path::new("/bin/busybox").is_file())
+                .then(|| "/bin/busybox (busybox-static) is missing".to_string()),
+        )
 }
 
 #[test]
@@ -795,19 +771,11 @@ fn docker_save_loads_and_kiln_builds_on_it() {
     let store = Store::new();
     let tag = "kiln-load-peer:1";
     docker_busybox_image(store.dir.path(), tag).expect("docker builds the base");
-    let saved = std::process::Command::new(docker_bin())
-        .args(["save", tag])
-        .output()
-        .expect("docker save runs");
-    assert!(
-        saved.status.success(),
-        "{}",
-        String::from_utf8_lossy(&saved.stderr)
-    );
-    assert_eq!(
-        store.load_ok(&saved.stdout),
-        format!("Loaded image: {tag}\n")
-    );
+    let saved = store.path("saved.tar");
+    peers::docker_save(tag, &saved).expect("docker saves the image");
+    // Through standard input, as `docker save IMAGE | kiln load` pipes it.
+    let saved = std::fs::read(&saved).expect("reads the archive");
+    assert_eq!(store.load_ok(&saved), format!("Loaded image: {tag}\n"));
     let docker_id = std::process::Command::new(docker_bin())
         .args(["image", "inspect", "--format", "{{.Id}}", tag])
         .output()
@@ -821,25 +789,13 @@ fn docker_save_loads_and_kiln_builds_on_it() {
     assert_eq!(inspected["Config"]["config"]["Env"][1], "MADE_BY=docker");
 
     // Build on it: with RUN when kiln's sandbox works here, else with COPY only.
-    let context = store.path("ctx");
-    std::fs::create_dir_all(&context).expect("mkdir");
-    std::fs::write(context.join("note"), "from kiln\n").expect("writes");
     let sandbox = kiln::sandbox::probe_with(Path::new(env!("CARGO_BIN_EXE_kiln"))).is_ok();
     let dockerfile = match sandbox {
         true => format!("FROM {tag}\nCOPY note /note\nRUN cat /made-by /note > /both && echo \"$MADE_BY\" >> /both\n"),
         false => format!("FROM {tag}\nCOPY note /note\n"),
     };
-    std::fs::write(context.join("Dockerfile"), dockerfile).expect("writes");
-    let run = store.kiln(
-        &[
-            "build",
-            "-q",
-            "-t",
-            "on-docker:1",
-            &context.display().to_string(),
-        ],
-        b"",
-    );
+    let context = store.context(&[("Dockerfile", &dockerfile), ("note", "from kiln\n")]);
+    let run = store.build(&context, "on-docker:1", &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let built = store.inspect("on-docker:1");
     let base_ids = &inspected["Config"]["rootfs"]["diff_ids"];
@@ -885,14 +841,8 @@ fn skopeo_oci_archives_load() {
     if !peer_available("skopeo", test) {
         return;
     }
-    let source = Store::new();
-    let mut layout = Layout::default();
-    let made = layout.image(
-        Some("skopeo-src:1"),
-        &two_layers(Packing::Plain, Packing::Plain),
-        |_, _| {},
-    );
-    source.load_ok(&layout.finish_oci().tar());
+    let (source, made) =
+        Store::with_image("skopeo-src:1", &two_layers(Packing::Plain, Packing::Plain));
     for (compression, name) in [
         ("gzip", "skopeo/gzip:1"),
         ("zstd", "example.com/skopeo/zstd:2"),
@@ -949,10 +899,7 @@ fn build_contexts_name_oci_layouts_and_docker_archives() {
     std::fs::write(&archive, single.finish_oci().tar()).expect("writes");
     let classic = store.path("classic.tar");
     std::fs::write(&classic, docker_classic().0).expect("writes");
-    let context = store.path("ctx");
-    std::fs::create_dir_all(&context).expect("mkdir");
-    std::fs::write(context.join("Dockerfile"), "FROM base\nCOPY f /f\n").expect("writes");
-    std::fs::write(context.join("f"), "f\n").expect("writes");
+    let context = store.context(&[("Dockerfile", "FROM base\nCOPY f /f\n"), ("f", "f\n")]);
     // The --build-context value, and the base's bottom diff_id or the error's words.
     let cases: [(String, Result<&str, &str>); 5] = [
         (
@@ -978,18 +925,7 @@ fn build_contexts_name_oci_layouts_and_docker_archives() {
     ];
     for (i, (source, expected)) in cases.iter().enumerate() {
         let tag = format!("from-context:{i}");
-        let run = store.kiln(
-            &[
-                "build",
-                "-q",
-                "-t",
-                &tag,
-                "--build-context",
-                source,
-                &context.display().to_string(),
-            ],
-            b"",
-        );
+        let run = store.build(&context, &tag, &["--build-context", source]);
         match expected {
             Ok(bottom) => {
                 assert_eq!(run.code, Some(0), "{source}: {}", run.stderr);
@@ -1007,14 +943,8 @@ fn build_contexts_name_oci_layouts_and_docker_archives() {
 
 #[test]
 fn kiln_save_output_loads_back_in_every_format() {
-    let source = Store::new();
-    let mut layout = Layout::default();
-    let made = layout.image(
-        Some("round/trip:1"),
-        &two_layers(Packing::Plain, Packing::Plain),
-        |_, _| {},
-    );
-    source.load_ok(&layout.finish_oci().tar());
+    let (source, made) =
+        Store::with_image("round/trip:1", &two_layers(Packing::Plain, Packing::Plain));
     let forms: &[&[&str]] = &[
         &["--format", "oci"],
         &["--format", "oci", "--compression", "zstd"],
