@@ -777,3 +777,58 @@ fn an_image_saved_by_id_is_untagged_and_prune_drops_compressed_layers() {
     let again = fs::read(project.save("ex:1", "again.tar", &[])).unwrap();
     assert_eq!(read_tar(&again).len(), entries.len());
 }
+
+#[test]
+fn several_images_share_one_archive_and_build_can_write_to_stdout() {
+    let project = simple_project();
+    let first = project.build(&["-t", "ex:1"], &[]);
+    project.write("a.txt", b"changed\n");
+    let second = project.build(&["-t", "ex:2"], &[]);
+    let path = project.out("both.tar");
+    project.ok(&["save", "ex:1", "ex:2", "-o", path.to_str().unwrap()]);
+    let entries = read_tar(&fs::read(&path).unwrap());
+    let file = |name: &str| json(&entries.iter().find(|(n, _)| n == name).unwrap().1.bytes);
+    let index = file("index.json");
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["1", "2"]);
+    let docker = file("manifest.json");
+    assert_eq!(docker[0]["RepoTags"], serde_json::json!(["ex:1"]));
+    assert_eq!(docker[1]["RepoTags"], serde_json::json!(["ex:2"]));
+    // The unchanged `COPY dir /dir` layer is stored once.
+    let blobs = entries
+        .iter()
+        .filter(|(n, _)| n.starts_with("blobs/sha256/") && n.len() > 13);
+    assert_eq!(
+        blobs.count(),
+        2 + 2 + 3,
+        "two manifests, two configs, three layers"
+    );
+    assert_ne!(first, second);
+
+    // `-o -`: the root filesystem as a tar on stdout, and no digest line mixed into it.
+    let context = project.context.path().to_str().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "-q", "-o", "-", "--root"])
+        .arg(project.store.path())
+        .arg(context)
+        .output()
+        .expect("kiln runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rootfs = read_tar(&run.stdout);
+    let a = rootfs.iter().find(|(n, _)| n == "a.txt").expect("a.txt");
+    assert_eq!(a.1.bytes, b"changed\n");
+    assert!(rootfs.iter().any(|(n, _)| n == "dir/sub/c.txt"));
+}
