@@ -13,10 +13,10 @@
 //! land are the bytes that were checked, followed by the import record and the tags. So a
 //! corrupt or truncated input leaves the store as it was: no blobs, no records, no tags.
 //!
-//! A record of kind [`IMPORT_KIND`] per loaded manifest holds its blobs, so gc keeps an
-//! untagged loaded image until it is pruned; it also marks the manifest as verified, so
-//! loading an OCI layout again (every build naming it with `--build-context`) re-hashes only
-//! the small manifest. This module must never store a blob it has not verified, never tag
+//! Tags hold a named image. A record of kind [`IMPORT_KIND`] holds the blobs of an image
+//! loaded without a name (`kiln load` of an unnamed image, and every `--build-context`
+//! base), so gc keeps it; the record also marks the manifest as verified, so loading an OCI
+//! layout again (every build naming it) re-hashes only the small manifest. This module must never store a blob it has not verified, never tag
 //! before every blob an image needs is stored, and never print.
 
 use std::collections::{BTreeMap, HashMap};
@@ -1157,7 +1157,10 @@ impl Files {
         // record and tags that hold it are written.
         let _lock = store.lock_shared().map_err(LoadError::Store)?;
         for plan in plans {
-            self.store_image(store, plan)?;
+            // A named image is held by its tags, so `kiln rmi` frees it as it frees a built
+            // one; only an image without a name needs the record to outlive the next gc (as
+            // docker keeps an untagged loaded image).
+            self.store_image(store, plan, plan.names.is_empty())?;
         }
         let mut loaded = Vec::new();
         for plan in plans {
@@ -1177,12 +1180,13 @@ impl Files {
 
     fn commit_untagged(&self, store: &Store, plan: Planned) -> Result<Digest> {
         let _lock = store.lock_shared().map_err(LoadError::Store)?;
-        self.store_image(store, &plan)?;
+        self.store_image(store, &plan, true)?;
         Ok(plan.manifest.digest)
     }
 
-    /// Copies an image's verified blobs into the store, then its manifest, then the record.
-    fn store_image(&self, store: &Store, plan: &Planned) -> Result<()> {
+    /// Copies an image's verified blobs into the store, then its manifest, then (when
+    /// `keep`) the import record.
+    fn store_image(&self, store: &Store, plan: &Planned, keep: bool) -> Result<()> {
         for blob in &plan.blobs {
             if store.has_blob(&blob.digest) {
                 continue;
@@ -1199,6 +1203,9 @@ impl Files {
             .put_blob(&plan.manifest_bytes)
             .map_err(LoadError::Store)?;
         debug_assert_eq!(digest, plan.manifest.digest);
+        if !keep {
+            return Ok(());
+        }
         let value = self.input().to_string();
         // Loading the same image from the same place again writes nothing.
         let known = store

@@ -966,3 +966,33 @@ fn kiln_save_output_loads_back_in_every_format() {
         assert_eq!(loaded["ConfigDigest"], made.config, "{form:?}");
     }
 }
+
+#[test]
+fn rmi_frees_a_loaded_image_and_gc_keeps_an_unnamed_one() {
+    let (store, made) = Store::with_image(
+        "freed:1",
+        &[(layer_tar(&[("freed", b"freed")]), Packing::Gzip)],
+    );
+    let mut unnamed = Layout::default();
+    let kept = unnamed.image(
+        None,
+        &[(layer_tar(&[("kept", b"kept")]), Packing::Zstd)],
+        |_, _| {},
+    );
+    let printed = store.load_ok(&unnamed.finish_oci().tar());
+    assert_eq!(printed, format!("Loaded image ID: {}\n", kept.manifest));
+    let has = |digest: &str| {
+        Path::new(&store.root())
+            .join(Layout::blob_path(digest))
+            .is_file()
+    };
+    let run = store.kiln(&["rmi", "freed:1"], b"");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for digest in [&made.manifest, &made.config, &made.layers[0]] {
+        assert!(!has(digest), "{digest} is freed with its tag");
+    }
+    for digest in [&kept.manifest, &kept.config, &kept.layers[0]] {
+        assert!(has(digest), "{digest} of the unnamed image stays");
+    }
+    assert_eq!(store.inspect(&kept.manifest)["ConfigDigest"], kept.config);
+}
