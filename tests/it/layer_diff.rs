@@ -4,8 +4,8 @@
 
 use crate::util::peer_ready;
 use kiln::layer::{
-    diff_upper, unpack, write_layer, DiffOptions, IdExtent, IdMap, EntryKind, FileKind, LayerEntry, RootfsView,
-    Timestamp,
+    diff_upper, unpack, write_layer, DiffOptions, EntryKind, FileKind, IdExtent, IdMap, LayerEntry,
+    RootfsView, Timestamp,
 };
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
 use std::io::Read;
