@@ -41,7 +41,7 @@ fn resolve(store: &Store, text: &str) -> anyhow::Result<Image> {
     read_image(store, &resolved.digest)
 }
 
-fn print(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -50,7 +50,7 @@ fn print(text: &str) -> anyhow::Result<()> {
 }
 
 /// Columns padded to their widest cell, separated by three spaces (docker's tables).
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
@@ -78,7 +78,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// "5 minutes ago", as docker prints ages.
-fn ago(time: SystemTime) -> String {
+pub(crate) fn ago(time: SystemTime) -> String {
     let Ok(age) = SystemTime::now().duration_since(time) else {
         return "Less than a second ago".to_string();
     };

@@ -5,13 +5,11 @@
 //! it; 125 when kiln itself failed (bad options, unknown image); 126 when the command could
 //! not be executed; 127 when it was not found.
 
-use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
-
 use anyhow::Context;
+use std::process::ExitCode;
 
 use crate::cli::{BundleArgs, CommitArgs, PsArgs, RmArgs, RunArgs};
-use crate::{open_store, report, Failure};
+use crate::{commands, open_store, report, Failure};
 use kiln::container::{self, spec, CommitOptions, ContainerError, RunOptions, State};
 use kiln::store::Reference;
 
@@ -96,8 +94,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions, Failure> {
 pub(crate) fn ps(args: &PsArgs) -> Result<(), Failure> {
     let store = open_store(&args.store.root)?;
     let containers = container::list(&store).map_err(anyhow::Error::new)?;
-    let now = SystemTime::now();
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "CONTAINER ID".to_string(),
         "IMAGE".into(),
         "COMMAND".into(),
@@ -118,21 +115,19 @@ pub(crate) fn ps(args: &PsArgs) -> Result<(), Failure> {
         };
         ids.push(id.clone());
         let command = quoted_command(&c.plan.argv().join(" "), args.no_trunc);
-        let created = ago(now, &c.created);
         let status = match &c.state {
-            State::Running { .. } => format!("Up {}", since(now, &c.created)),
-            State::Exited { code, finished } => {
-                format!("Exited ({code}) {}", ago(now, finished))
-            }
+            State::Running { .. } => format!("Up {}", since(&c.created)),
+            State::Exited { code, finished } => format!("Exited ({code}) {}", ago(finished)),
         };
-        rows.push([
+        let row = [
             id,
             c.image.clone(),
             command,
-            created,
+            ago(&c.created),
             status,
             c.name.clone(),
-        ]);
+        ];
+        rows.push(row.to_vec());
     }
     let mut out = String::new();
     if args.quiet {
@@ -141,7 +136,7 @@ pub(crate) fn ps(args: &PsArgs) -> Result<(), Failure> {
             out.push('\n');
         }
     } else {
-        out = table(&rows);
+        out = commands::table(&rows);
     }
     print(&out)
 }
@@ -158,68 +153,18 @@ fn quoted_command(command: &str, no_trunc: bool) -> String {
     format!("\"{text}\"")
 }
 
-/// Columns padded to their widest cell plus three spaces, as docker's tables.
-fn table(rows: &[[String; 6]]) -> String {
-    let mut widths = [0usize; 6];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] + 3 - cell.chars().count();
-                line.push_str(&" ".repeat(pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+/// "5 minutes ago" for an RFC 3339 time (empty when it does not parse).
+fn ago(rfc3339: &str) -> String {
+    humantime::parse_rfc3339(rfc3339).map_or_else(|_| String::new(), commands::ago)
 }
 
-fn elapsed(now: SystemTime, rfc3339: &str) -> Option<Duration> {
-    let then = humantime::parse_rfc3339(rfc3339).ok()?;
-    Some(now.duration_since(then).unwrap_or_default())
-}
-
-/// docker's `HumanDuration`: "Less than a second", "5 seconds", "About a minute", …
-fn human(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let minutes = seconds / 60;
-    let hours = minutes / 60;
-    match () {
-        _ if seconds < 1 => "Less than a second".to_string(),
-        _ if seconds == 1 => "1 second".to_string(),
-        _ if seconds < 60 => format!("{seconds} seconds"),
-        _ if minutes == 1 => "About a minute".to_string(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours == 1 => "About an hour".to_string(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ => format!("{} days", hours / 24),
-    }
-}
-
-fn ago(now: SystemTime, rfc3339: &str) -> String {
-    elapsed(now, rfc3339).map_or_else(String::new, |d| format!("{} ago", human(d)))
-}
-
-fn since(now: SystemTime, rfc3339: &str) -> String {
-    elapsed(now, rfc3339).map_or_else(String::new, human)
+/// "5 minutes", for `Up …`.
+fn since(rfc3339: &str) -> String {
+    ago(rfc3339).trim_end_matches(" ago").to_string()
 }
 
 fn print(text: &str) -> Result<(), Failure> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("cannot write to standard output")?;
-    Ok(())
+    commands::print(text).map_err(Failure::from)
 }
 
 pub(crate) fn rm(args: &RmArgs) -> Result<(), Failure> {
@@ -282,23 +227,6 @@ pub(crate) fn bundle(args: &BundleArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_docker_says_them() {
-        let table = [
-            (0, "Less than a second"),
-            (1, "1 second"),
-            (59, "59 seconds"),
-            (60, "About a minute"),
-            (300, "5 minutes"),
-            (3600, "About an hour"),
-            (7200, "2 hours"),
-            (3 * 86400, "3 days"),
-        ];
-        for (seconds, want) in table {
-            assert_eq!(human(Duration::from_secs(seconds)), want);
-        }
-    }
 
     #[test]
     fn commands_are_quoted_and_cut() {

@@ -9,8 +9,9 @@
 //! `rootfs.diff_ids`, and the layer media types against those kiln can unpack. Loading
 //! happens in two phases. A tarball is first staged whole in `kiln/tmp` (a temp dir a later
 //! `Store::open` removes should this process die) and everything is verified there; only
-//! then are blobs copied into the store, each through `commit_expecting` so the bytes that
-//! land are the bytes that were checked, followed by the import record and the tags. So a
+//! then are blobs copied into the store (from a directory through `commit_expecting`, since
+//! its files may change after they were checked), followed by the import record and the
+//! tags. So a
 //! corrupt or truncated input leaves the store as it was: no blobs, no records, no tags.
 //!
 //! Tags hold a named image. A record of kind [`IMPORT_KIND`] holds the blobs of an image
@@ -1191,13 +1192,27 @@ impl Files {
             if store.has_blob(&blob.digest) {
                 continue;
             }
-            let mut file =
-                File::open(&blob.path).map_err(self.read_error(&blob_name(&blob.digest)))?;
-            let mut writer = store.blob_writer().map_err(LoadError::Store)?;
-            io::copy(&mut file, &mut writer).map_err(self.read_error(&blob_name(&blob.digest)))?;
-            writer
-                .commit_expecting(&blob.digest)
-                .map_err(LoadError::Store)?;
+            let name = blob_name(&blob.digest);
+            let mut file = File::open(&blob.path).map_err(self.read_error(&name))?;
+            match self {
+                // A staged file sits in this process's own temp dir and was hashed after it
+                // was written, so it is copied without hashing it again.
+                Files::Staged { .. } => {
+                    let mut writer = store
+                        .blob_writer_hashed_by_caller()
+                        .map_err(LoadError::Store)?;
+                    io::copy(&mut file, &mut writer).map_err(self.read_error(&name))?;
+                    writer.commit_as(&blob.digest).map_err(LoadError::Store)?;
+                }
+                // A directory's file may change after it was checked: hash what is copied.
+                Files::Dir { .. } => {
+                    let mut writer = store.blob_writer().map_err(LoadError::Store)?;
+                    io::copy(&mut file, &mut writer).map_err(self.read_error(&name))?;
+                    writer
+                        .commit_expecting(&blob.digest)
+                        .map_err(LoadError::Store)?;
+                }
+            }
         }
         let (digest, _) = store
             .put_blob(&plan.manifest_bytes)

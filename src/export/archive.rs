@@ -251,13 +251,17 @@ fn blob_name(digest: &Digest) -> String {
 
 /// An image read from the store: its manifest (parsed and as stored) and its layers paired
 /// with their diff_ids.
-struct Loaded {
-    manifest: Manifest,
-    manifest_bytes: Vec<u8>,
-    layers: Vec<(Descriptor, Digest)>,
+pub(super) struct Loaded {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub layers: Vec<(Descriptor, Digest)>,
 }
 
-fn load(store: &Store, digest: &Digest) -> Result<Loaded> {
+/// Reads image `digest` from the store.
+///
+/// # Errors
+/// [`ExportError::BadImage`], [`ExportError::LayerCount`], store errors.
+pub(super) fn load(store: &Store, digest: &Digest) -> Result<Loaded> {
     let bad = |what| {
         move |source| ExportError::BadImage {
             digest: *digest,
@@ -270,12 +274,11 @@ fn load(store: &Store, digest: &Digest) -> Result<Loaded> {
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .map_err(bad("config"))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        let message = format!(
-            "{} layers but {} diff_ids",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        );
-        return Err(bad("config")(serde::de::Error::custom(message)));
+        return Err(ExportError::LayerCount {
+            digest: *digest,
+            layers: manifest.layers.len(),
+            diff_ids: config.rootfs.diff_ids.len(),
+        });
     }
     let layers = manifest
         .layers
@@ -421,4 +424,150 @@ fn write_dir(store: &Store, files: &BTreeMap<String, Content>, dir: &Path) -> Re
         };
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+
+    /// Stores a one-file layer, a config naming `diff_ids` (the layer's own when `None`) and
+    /// a manifest; returns the manifest digest and the layer digest.
+    fn put_image(store: &Store, diff_ids: Option<Vec<Digest>>) -> (Digest, Digest) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_path("hello").unwrap();
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append(&header, &b"hello\n"[..]).unwrap();
+        let layer = tar.into_inner().unwrap();
+        let (layer_digest, layer_size) = store.put_blob(&layer).unwrap();
+        let mut config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..ImageConfig::default()
+        };
+        config.rootfs.diff_ids = diff_ids.unwrap_or_else(|| vec![layer_digest]);
+        let (config_digest, config_size) = store.put_blob(&canonical_json(&config)).unwrap();
+        let manifest = Manifest::new(
+            Descriptor::new(CONFIG_MEDIA_TYPE, config_digest, config_size),
+            vec![Descriptor::new(
+                crate::image::LAYER_MEDIA_TYPE,
+                layer_digest,
+                layer_size,
+            )],
+        );
+        (
+            store.put_blob(&canonical_json(&manifest)).unwrap().0,
+            layer_digest,
+        )
+    }
+
+    fn save_to_vec(
+        store: &Store,
+        images: &[SaveImage],
+        format: ArchiveFormat,
+        compression: Compression,
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let summary = save(
+            store,
+            images,
+            format,
+            compression,
+            Destination::Tar {
+                out: &mut out,
+                path: Path::new("-"),
+            },
+        )?;
+        assert_eq!(summary.bytes, out.len() as u64);
+        Ok(out)
+    }
+
+    #[test]
+    fn the_tar_is_sorted_padded_and_terminated() {
+        let (_dir, store) = temp_store();
+        let (manifest, _) = put_image(&store, None);
+        let images = [SaveImage {
+            manifest,
+            names: vec![Reference::parse("app:1").unwrap()],
+        }];
+        let none = Compression {
+            algorithm: Algorithm::None,
+            level: None,
+        };
+        let bytes = save_to_vec(&store, &images, ArchiveFormat::Oci, none).unwrap();
+        assert_eq!(bytes.len() % 512, 0);
+        assert!(bytes[bytes.len() - 1024..].iter().all(|b| *b == 0));
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names[..2], ["blobs/", "blobs/sha256/"]);
+        assert_eq!(
+            names[names.len() - 4..],
+            ["index.json", "manifest.json", "oci-layout", "repositories"]
+        );
+        // Uncompressed OCI keeps the stored manifest, so the image keeps its digest.
+        let hex = manifest.hex();
+        assert!(names.iter().any(|n| n.ends_with(&hex)));
+    }
+
+    #[test]
+    fn what_cannot_be_saved_is_an_error() {
+        let (_dir, store) = temp_store();
+        let (good, layer) = put_image(&store, None);
+        let (bad, _) = put_image(&store, Some(Vec::new()));
+        let image = |manifest| SaveImage {
+            manifest,
+            names: Vec::new(),
+        };
+        let zstd = Compression {
+            algorithm: Algorithm::Zstd,
+            level: None,
+        };
+        let gzip = Compression::default();
+        let cases: Vec<(Vec<SaveImage>, ArchiveFormat, Compression, &str)> = vec![
+            (
+                Vec::new(),
+                ArchiveFormat::Oci,
+                gzip,
+                "expected at least one image",
+            ),
+            (
+                vec![image(good)],
+                ArchiveFormat::Docker,
+                zstd,
+                "zstd layers need OCI",
+            ),
+            (
+                vec![image(bad)],
+                ArchiveFormat::Oci,
+                gzip,
+                "has 1 layers but 0 diff_ids",
+            ),
+        ];
+        for (images, format, compression, expected) in cases {
+            let error = save_to_vec(&store, &images, format, compression).unwrap_err();
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+        // A stored layer whose bytes changed fails the export instead of shipping them.
+        std::fs::write(store.blob_path(&layer), b"tampered").unwrap();
+        let none = Compression {
+            algorithm: Algorithm::None,
+            level: None,
+        };
+        let error = save_to_vec(&store, &[image(good)], ArchiveFormat::Oci, none).unwrap_err();
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(
+            cause.as_deref().is_some_and(|c| c.contains("is corrupt")),
+            "{error}: {cause:?}"
+        );
+    }
 }

@@ -80,6 +80,16 @@ pub enum ExportError {
         #[source]
         source: serde_json::Error,
     },
+    /// A manifest's layers and its config's diff_ids do not pair up.
+    #[error("image {digest} has {layers} layers but {diff_ids} diff_ids: expected one per layer")]
+    LayerCount {
+        /// The manifest digest.
+        digest: Digest,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
     /// A compression level out of the algorithm's range.
     #[error("invalid {algorithm} compression level {level}: expected {min} to {max}")]
     BadLevel {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use super::compress::open_layer;
 use super::{ExportError, Result};
 use crate::digest::Digest;
-use crate::image::{Descriptor, ImageConfig, Manifest};
+use crate::image::Descriptor;
 use crate::layer::{self, EntryKind, FileKind, LayerEntry, LayerSummary, RootfsView};
 use crate::store::Store;
 
@@ -56,22 +56,9 @@ pub fn write_rootfs_dir(store: &Store, manifest: &Digest, dest: &Path) -> Result
 /// The snapshot directory of each layer of image `manifest`, base first, unpacking those
 /// not unpacked yet.
 fn snapshots(store: &Store, manifest: &Digest) -> Result<Vec<PathBuf>> {
-    let bad = |what| {
-        move |source| ExportError::BadImage {
-            digest: *manifest,
-            what,
-            source,
-        }
-    };
-    let manifest_doc: Manifest =
-        serde_json::from_slice(&store.read_blob(manifest)?).map_err(bad("manifest"))?;
-    let config: ImageConfig =
-        serde_json::from_slice(&store.read_blob(&manifest_doc.config.digest)?)
-            .map_err(bad("config"))?;
-    manifest_doc
+    super::archive::load(store, manifest)?
         .layers
         .iter()
-        .zip(&config.rootfs.diff_ids)
         .map(|(blob, diff_id)| snapshot(store, blob, diff_id))
         .collect()
 }

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use super::init::FORWARDED;
+use super::init::forwarded_and;
 use super::spec::{Attach, Message};
 use super::{fdpass, Report, SandboxError};
 
@@ -25,14 +25,10 @@ pub(crate) struct Signals {
 impl Signals {
     /// Blocks the signals and opens the descriptor that delivers them.
     pub(crate) fn block() -> io::Result<Signals> {
-        // SAFETY: sigset operations on zeroed sets we own; signalfd returns a new descriptor
+        let set = forwarded_and(libc::SIGWINCH);
+        // SAFETY: a zeroed set we own for the old mask; signalfd returns a new descriptor
         // that is owned at once.
         unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for signal in FORWARDED.iter().chain([&libc::SIGWINCH]) {
-                libc::sigaddset(&mut set, *signal);
-            }
             let mut old: libc::sigset_t = std::mem::zeroed();
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
             if rc != 0 {

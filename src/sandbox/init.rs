@@ -425,18 +425,29 @@ pub(crate) const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
+/// The signal set of [`FORWARDED`] plus `extra`.
+pub(crate) fn forwarded_and(extra: libc::c_int) -> libc::sigset_t {
+    // SAFETY: sigset operations on a zeroed set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED.iter().chain([&extra]) {
+            libc::sigaddset(&mut set, *signal);
+        }
+        set
+    }
+}
+
 /// Blocks [`FORWARDED`] and SIGCHLD in this (single-threaded) process and returns the set, for
 /// sigwaitinfo(2). A blocked signal is queued even for a pid namespace's init, which drops
 /// signals it has no handler for only when they are not blocked (pid_namespaces(7); kernel
 /// `sig_ignored`). Each gets a no-op handler as well, so that holds on any kernel.
 fn block_forwarded() -> libc::sigset_t {
     extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: sigset operations on a zeroed set we own; sigaction with a valid handler.
+    let set = forwarded_and(libc::SIGCHLD);
+    // SAFETY: sigaction with a valid handler; sigprocmask with a set we own.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
         for signal in FORWARDED.iter().chain([&libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *signal);
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::sigaction(*signal, &action, std::ptr::null_mut());
@@ -665,15 +676,7 @@ fn reaper(control: &UnixStream, request: &Request, attach: super::spec::Attach) 
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // The mask and handlers came from the init (`block_forwarded` before its fork).
-    // SAFETY: sigset operations on a zeroed set we own.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in FORWARDED.iter().chain([&libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *signal);
-        }
-        set
-    };
+    let set = forwarded_and(libc::SIGCHLD);
     let status = wait_forwarding(pid, &set, true).map_err(|e| fail(Step::Wait, "", e))?;
     let status = decode_status(status);
     Ok(status
