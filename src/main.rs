@@ -65,6 +65,15 @@ fn main() -> ExitCode {
         kiln::sandbox::init_main()
     }
     let cli = Cli::parse();
+    // While the process has one thread: rootless with subordinate id ranges, kiln works as
+    // root of a user namespace of its own (see `IdMapping::Nested`).
+    if let Err(error) = kiln::sandbox::enter_user_namespace() {
+        report(&Failure::from(anyhow::Error::new(error)));
+        return ExitCode::from(match cli.command {
+            Command::Run(_) => 125,
+            _ => 1,
+        });
+    }
     let outcome = match cli.command {
         // `run` exits with the container's status, not 0 or 1.
         Command::Run(args) => return containers::run(&args),

@@ -4,16 +4,55 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Capabilities, LinuxCapabilities, Process, Root, Spec, User};
+use oci_spec::runtime::{
+    Capabilities, LinuxCapabilities, LinuxIdMapping, LinuxIdMappingBuilder, Process, Root, Spec,
+    User,
+};
 
 use super::run::{read_image, resolve_user, snapshots};
 use super::spec::{self, RunOptions};
 use super::{io_error, ContainerError, Result};
+use crate::layer::IdExtent;
 use crate::sandbox::{self, DEFAULT_CAPABILITIES};
 use crate::store::Store;
 
 /// The bundle's hostname (a bundle has no container id to take one from).
 const HOSTNAME: &str = "kiln";
+
+/// runc's default spec as root of the host; otherwise its rootless spec, mapping the caller to
+/// root and, rootless with subordinate ranges (kiln in its own user namespace), the same
+/// ranges as kiln's namespace, which runc maps through newuidmap as kiln does.
+fn runtime_spec(mapping: &sandbox::IdMapping) -> Spec {
+    let own = |extents: &[IdExtent]| extents.first().map_or(0, |extent| extent.host);
+    let oci = |extents: &[IdExtent]| -> Vec<LinuxIdMapping> {
+        extents
+            .iter()
+            .filter_map(|extent| {
+                LinuxIdMappingBuilder::default()
+                    .container_id(extent.container)
+                    .host_id(extent.host)
+                    .size(extent.count)
+                    .build()
+                    .ok()
+            })
+            .collect()
+    };
+    match mapping {
+        sandbox::IdMapping::Host => Spec::default(),
+        sandbox::IdMapping::Nested { uids, gids } => {
+            let mut spec = Spec::rootless(own(uids), own(gids));
+            if let Some(linux) = spec.linux_mut() {
+                linux.set_uid_mappings(Some(oci(uids)));
+                linux.set_gid_mappings(Some(oci(gids)));
+            }
+            spec
+        }
+        _ => Spec::rootless(
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+    }
+}
 
 /// Writes the bundle of `options.image` into `dir` (created if missing; must be empty):
 /// `rootfs/` and `config.json` with the process `kiln run` would start (argv, env with
@@ -69,11 +108,7 @@ pub fn bundle(store: &Store, options: &RunOptions, dir: &Path) -> Result<()> {
     let mut root = Root::default();
     root.set_path("rootfs".into());
     root.set_readonly(Some(options.read_only));
-    let euid = rustix::process::geteuid().as_raw();
-    let mut runtime = match euid {
-        0 => Spec::default(),
-        _ => Spec::rootless(euid, rustix::process::getegid().as_raw()),
-    };
+    let mut runtime = runtime_spec(&sandbox::IdMapping::detect());
     runtime.set_hostname(Some(HOSTNAME.to_string()));
     runtime.set_process(Some(process));
     runtime.set_root(Some(root));

@@ -4,8 +4,8 @@
 //! and opaque directories honoured) as a directory or as one tar in the layer writer's
 //! reproducible format. Layers are read through their snapshots (unpacked into the store
 //! first when missing) and the merge is [`RootfsView`]'s, so the tree is the one RUN sees.
-//! Owners are the snapshot's: exact when kiln runs as root; without root, files a layer gave to
-//! other users are owned by the current user (as BuildKit's rootless local exporter writes
+//! Owners are the snapshot's: exact when kiln runs as root and in `type=tar`; rootless, the
+//! files of `type=local` are the current user's (as BuildKit's rootless local exporter writes
 //! them). Sockets are left out (a tar cannot hold them) and xattrs are not carried.
 //! This module must never change an image in the store.
 
@@ -18,6 +18,7 @@ use super::{ExportError, Result};
 use crate::digest::Digest;
 use crate::image::Descriptor;
 use crate::layer::{self, EntryKind, FileKind, LayerEntry, LayerSummary, RootfsView};
+use crate::sandbox::IdMapping;
 use crate::store::Store;
 
 /// Writes the merged tree of image `manifest` as one tar to `out`.
@@ -47,7 +48,15 @@ pub fn write_rootfs_dir(store: &Store, manifest: &Digest, dest: &Path) -> Result
         });
     }
     let _lock = store.lock_shared()?;
-    let entries = merged_entries(store, manifest)?;
+    let mut entries = merged_entries(store, manifest)?;
+    // Rootless in kiln's own user namespace, container owners would land on subordinate host
+    // ids, which the user could then neither read nor delete: the files become the user's
+    // (container root), as BuildKit's rootless local exporter writes them.
+    if matches!(IdMapping::detect(), IdMapping::Nested { .. }) {
+        for entry in &mut entries {
+            (entry.uid, entry.gid) = (0, 0);
+        }
+    }
     // The layer writer lays the entries out as a directory while it writes their tar, which
     // nobody needs here.
     Ok(layer::write_layer(entries, std::io::sink(), Some(dest))?)

@@ -37,7 +37,10 @@ pub(crate) enum Special<'a> {
 /// A snapshot directory being filled.
 pub(crate) struct Snapshot {
     root: PathBuf,
-    is_root: bool,
+    /// Root of the host's user namespace: opaque directories are marked with
+    /// `trusted.overlay.opaque`, which only it may set; anyone else uses `user.overlay.opaque`
+    /// and mounts with `userxattr`.
+    privileged: bool,
     /// Relative paths known to be real directories (created or `lstat`ed here); "" is the root.
     known_dirs: HashSet<String>,
     /// Directories whose mode and mtime are applied at the end.
@@ -67,7 +70,7 @@ impl Snapshot {
         known_dirs.insert(String::new());
         Ok(Snapshot {
             root: root.to_path_buf(),
-            is_root: rustix::process::geteuid().is_root(),
+            privileged: crate::sandbox::IdMapping::detect().privileged(),
             known_dirs,
             pending_dirs: Vec::new(),
             skipped: 0,
@@ -248,7 +251,7 @@ impl Snapshot {
             self.dir(rel, &meta)?;
         }
         let host = self.host(rel);
-        let name = if self.is_root {
+        let name = if self.privileged {
             OPAQUE_XATTR_ROOT
         } else {
             OPAQUE_XATTR_USER

@@ -1,10 +1,22 @@
 //! Which ids the sandbox's user namespace maps, and writing those maps from the build process.
 //!
-//! Consumes the caller's ids, `/etc/passwd`, `/etc/subuid`, `/etc/subgid` and `PATH`; produces
-//! an [`IdMapping`] and the writes to `/proc/PID/{uid_map,setgroups,gid_map}` (or runs the
-//! setuid `newuidmap`/`newgidmap` helpers). Must never run inside the sandbox: user_namespaces(7)
-//! only lets a process outside the namespace map ids other than its own.
+//! Consumes the caller's ids, `/proc/self/{uid_map,gid_map}`, `/etc/passwd`, `/etc/subuid`,
+//! `/etc/subgid` and `PATH`; produces an [`IdMapping`] and the writes to
+//! `/proc/PID/{uid_map,setgroups,gid_map}` (or runs the setuid `newuidmap`/`newgidmap`
+//! helpers). Must never run inside the sandbox: user_namespaces(7) only lets a process outside
+//! the namespace map ids other than its own.
+//!
+//! Rootless with subordinate ranges, the whole kiln process enters a user namespace of that
+//! layout as its first act ([`enter_user_namespace`], as `podman unshare` does) and is
+//! [`IdMapping::Nested`] from then on. Only there can it read what a sandboxed user left
+//! private (apt's `partial` directory, mode 0700, owned by `_apt`), remove it, and give
+//! snapshot files their owners: an unprivileged process outside holds no capability over
+//! files owned by its subordinate ids (capabilities(7): a capability in a user namespace
+//! applies to inodes whose ids are mapped in it).
 
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,6 +55,15 @@ pub enum IdMapping {
         /// `newgidmap`.
         newgidmap: PathBuf,
     },
+    /// kiln is root of a user namespace that is not the host's: the one it entered itself
+    /// ([`enter_user_namespace`]) or one it was started in. The sandbox needs no user
+    /// namespace of its own; the ids are those this one maps, and files show them as they are.
+    Nested {
+        /// The uid extents of `/proc/self/uid_map` (host = the parent namespace's id).
+        uids: Vec<IdExtent>,
+        /// The gid extents of `/proc/self/gid_map`.
+        gids: Vec<IdExtent>,
+    },
 }
 
 impl IdMapping {
@@ -51,7 +72,7 @@ impl IdMapping {
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
         if uid == 0 {
-            return IdMapping::Host;
+            return nested().unwrap_or(IdMapping::Host);
         }
         let helpers = (find_in_path("newuidmap"), find_in_path("newgidmap"));
         let name = std::fs::read_to_string("/etc/passwd")
@@ -79,17 +100,46 @@ impl IdMapping {
         }
     }
 
-    /// True when the sandbox needs a user namespace.
-    pub fn rootless(&self) -> bool {
-        !matches!(self, IdMapping::Host)
+    /// True when the sandbox needs a user namespace of its own, mapped from outside.
+    pub fn needs_user_namespace(&self) -> bool {
+        matches!(self, IdMapping::Single { .. } | IdMapping::Ranges { .. })
     }
 
-    /// True when container id `id` exists (uids and gids map alike).
+    /// True for root of the host's own user namespace, which alone may mknod devices, set
+    /// `trusted.*` xattrs and mount overlays without `userxattr`.
+    pub fn privileged(&self) -> bool {
+        matches!(self, IdMapping::Host)
+    }
+
+    /// True when container id `id` exists as a uid and as a gid.
     pub fn maps(&self, id: u32) -> bool {
+        let within = |extents: &[IdExtent]| {
+            extents
+                .iter()
+                .any(|e| id.checked_sub(e.container).is_some_and(|n| n < e.count))
+        };
         match self {
             IdMapping::Host => true,
             IdMapping::Single { .. } => id == 0,
             IdMapping::Ranges { .. } => id < RANGE,
+            IdMapping::Nested { uids, gids } => within(uids) && within(gids),
+        }
+    }
+
+    /// The mapped container ids as people read them: `0 only`, `0 to 65535`.
+    pub fn describe(&self) -> String {
+        match self {
+            IdMapping::Host => "all".to_string(),
+            IdMapping::Single { .. } => "0 only".to_string(),
+            IdMapping::Ranges { .. } => format!("0 to {}", RANGE - 1),
+            IdMapping::Nested { uids, .. } => uids
+                .iter()
+                .map(|e| match e.count {
+                    1 => e.container.to_string(),
+                    n => format!("{} to {}", e.container, e.container.saturating_add(n - 1)),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -99,7 +149,7 @@ impl IdMapping {
     /// container's ids.
     pub fn id_map(&self) -> Option<IdMap> {
         match self {
-            IdMapping::Host => None,
+            IdMapping::Host | IdMapping::Nested { .. } => None,
             IdMapping::Single { uid, gid } => Some(IdMap {
                 uids: vec![own_extent(*uid)],
                 gids: vec![own_extent(*gid)],
@@ -119,7 +169,7 @@ impl IdMapping {
 
     pub(crate) fn write(&self, pid: u32) -> Result<(), SandboxError> {
         match self {
-            IdMapping::Host => Ok(()),
+            IdMapping::Host | IdMapping::Nested { .. } => Ok(()),
             IdMapping::Single { uid, gid } => {
                 let proc = PathBuf::from(format!("/proc/{pid}"));
                 // gid_map may only be written by an unprivileged process after setgroups is
@@ -141,6 +191,107 @@ impl IdMapping {
             }
         }
     }
+}
+
+/// [`IdMapping::Nested`] when this process's user namespace is not the host's (whose maps are
+/// the identity over every id), `None` otherwise or when the maps cannot be read.
+fn nested() -> Option<IdMapping> {
+    let read = |name| std::fs::read_to_string(Path::new("/proc/self").join(name)).ok();
+    let uids = parse_extents(&read("uid_map")?)?;
+    let gids = parse_extents(&read("gid_map")?)?;
+    let identity = IdExtent {
+        container: 0,
+        host: 0,
+        count: u32::MAX,
+    };
+    (uids != [identity] || gids != [identity]).then_some(IdMapping::Nested { uids, gids })
+}
+
+/// The lines of a `uid_map`/`gid_map` file: `inside outside count` each.
+fn parse_extents(text: &str) -> Option<Vec<IdExtent>> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split_whitespace().map(str::parse::<u32>);
+            let extent = IdExtent {
+                container: fields.next()?.ok()?,
+                host: fields.next()?.ok()?,
+                count: fields.next()?.ok()?,
+            };
+            fields.next().is_none().then_some(extent)
+        })
+        .collect()
+}
+
+/// Rootless with subordinate ranges, moves this process into a new user namespace of that
+/// layout, where it is root ([`IdMapping::Nested`]); does nothing otherwise. Must run while
+/// the process has one thread (unshare(2) refuses CLONE_NEWUSER to a threaded process).
+///
+/// The maps of a namespace can only be written from its parent namespace, by the setuid
+/// helpers there, so a forked child stays outside: it waits until this process has
+/// unshared, runs newuidmap and newgidmap on it, and reports how that went.
+///
+/// # Errors
+/// [`SandboxError::IdMap`], [`SandboxError::IdMapHelper`] when the namespace cannot be made or
+/// mapped; the process is then unchanged or in an unmapped namespace, and must not go on.
+pub fn enter_user_namespace() -> Result<(), SandboxError> {
+    let mapping = IdMapping::detect();
+    if !matches!(mapping, IdMapping::Ranges { .. }) {
+        return Ok(());
+    }
+    let failed = |source: io::Error| SandboxError::IdMap {
+        path: PathBuf::from("/proc/self/uid_map"),
+        source,
+    };
+    let (unshared_read, unshared_write) = pipe().map_err(failed)?;
+    let (report_read, report_write) = pipe().map_err(failed)?;
+    // SAFETY: the process has one thread, so the child may run anything before it exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(failed(io::Error::last_os_error()));
+    }
+    if child == 0 {
+        drop((unshared_write, report_read));
+        let mut go = [0u8; 1];
+        let asked = File::from(unshared_read)
+            .read(&mut go)
+            .is_ok_and(|n| n == 1);
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        let report = match asked {
+            true => mapping.write(parent).err().map(|e| e.to_string()),
+            false => None,
+        };
+        let _ = File::from(report_write).write_all(report.unwrap_or_default().as_bytes());
+        // SAFETY: leaves at once, running no destructor or atexit handler of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    drop((unshared_read, report_write));
+    // SAFETY: unshare with flags only; this process has one thread.
+    let unshared = match unsafe { libc::unshare(libc::CLONE_NEWUSER) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    };
+    let mut signal = File::from(unshared_write);
+    if unshared.is_ok() {
+        signal.write_all(b"y").map_err(failed)?;
+    }
+    drop(signal);
+    let mut report = String::new();
+    let read = File::from(report_read).read_to_string(&mut report);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    unshared.map_err(failed)?;
+    read.map_err(failed)?;
+    match report.is_empty() {
+        true => Ok(()),
+        false => Err(failed(io::Error::other(report))),
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), SandboxError> {
@@ -241,6 +392,32 @@ mod tests {
         for (text, want) in table {
             assert_eq!(subordinate_start(text, &keys), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn nested_maps_are_read_from_proc_and_checked_per_extent() {
+        let text = "         0       1002          1\n         1     165536      65535\n";
+        let extents = parse_extents(text).unwrap();
+        assert_eq!(extents, ranged_extents(1002, 165536));
+        assert_eq!(parse_extents("0 0\n"), None);
+        assert_eq!(parse_extents("0 0 1 9\n"), None);
+        let nested = IdMapping::Nested {
+            uids: extents.clone(),
+            gids: vec![own_extent(1002)],
+        };
+        // An id must exist as a uid and as a gid.
+        let table = [(0, true), (1000, false), (70000, false)];
+        for (id, want) in table {
+            assert_eq!(nested.maps(id), want, "{id}");
+        }
+        let wide = IdMapping::Nested {
+            uids: extents.clone(),
+            gids: extents,
+        };
+        assert!(wide.maps(65535) && !wide.maps(65536));
+        assert_eq!(wide.describe(), "0, 1 to 65535");
+        assert!(!wide.needs_user_namespace() && !wide.privileged());
+        assert_eq!(wide.id_map(), None);
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn init(control: &UnixStream) -> StepResult<ExitStatus> {
     //    what lets it mount. Its ids map to nothing until the build process, outside, writes
     //    uid_map/gid_map (only a process in the parent namespace may map ranges, via the
     //    setuid newuidmap), so we ask and wait.
-    if request.rootless {
+    if request.user_namespace {
         // SAFETY: unshare with flags only.
         check(unsafe { libc::unshare(libc::CLONE_NEWUSER) })
             .map_err(|e| fail(Step::UnshareUser, "", e))?;
@@ -259,7 +259,7 @@ fn mount_overlay(request: &Request) -> StepResult<()> {
         &empty,
         &rootfs.upper,
         &rootfs.work,
-        request.rootless,
+        request.unprivileged,
     )
     .ok_or_else(|| {
         fail(

@@ -44,7 +44,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-pub use idmap::IdMapping;
+pub use idmap::{enter_user_namespace, IdMapping};
 pub use init::init_main;
 pub use spec::{
     default_capabilities, Attach, EtcFiles, ExitStatus, IdSpec, MountSpec, NetworkMode, RootfsSpec,
@@ -78,7 +78,7 @@ pub enum SandboxError {
         /// The uid or gid asked for.
         id: u32,
         /// The ids that are mapped, e.g. `0 only`.
-        mapped: &'static str,
+        mapped: String,
     },
     /// The scratch directory (etc files, empty lower) could not be written.
     #[error("cannot prepare sandbox files in {path}: {source}")]
@@ -211,17 +211,7 @@ pub fn run_attached_with(
     spec: &RunSpec,
     attach: &Attach,
 ) -> Result<ExitStatus, SandboxError> {
-    let mapping = check_spec(spec)?;
-    let scratch = prepare_scratch(spec)?;
-    let request = Request {
-        spec: spec.clone(),
-        scratch: scratch.path().to_path_buf(),
-        rootless: mapping.rootless(),
-        single_id: matches!(mapping, IdMapping::Single { .. }),
-        probe_only: false,
-        force_copy: force_copy(),
-        attach: Some(*attach),
-    };
+    let (mapping, _scratch, request) = prepare(spec, false, Some(*attach))?;
     // Blocked before the spawn, so a signal that arrives while the sandbox starts waits for
     // the relay instead of killing the caller.
     let signals = attach::Signals::block().map_err(|source| SandboxError::Control { source })?;
@@ -345,17 +335,7 @@ fn execute(
     probe_only: bool,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
-    let mapping = check_spec(spec)?;
-    let scratch = prepare_scratch(spec)?;
-    let request = Request {
-        spec: spec.clone(),
-        scratch: scratch.path().to_path_buf(),
-        rootless: mapping.rootless(),
-        single_id: matches!(mapping, IdMapping::Single { .. }),
-        probe_only,
-        force_copy: force_copy(),
-        attach: None,
-    };
+    let (mapping, _scratch, request) = prepare(spec, probe_only, None)?;
     let stdio = [Stdio::null(), Stdio::piped(), Stdio::piped()];
     let (mut guard, ours) = spawn_init(init, &request, stdio, false)?;
     let pid = guard.0.id();
@@ -372,6 +352,28 @@ fn execute(
         },
     )?;
     conclude(guard, report)
+}
+
+/// Checks `spec`, picks the id mapping and writes the scratch files (kept until the returned
+/// directory is dropped, after the init is done with them), and builds the request.
+fn prepare(
+    spec: &RunSpec,
+    probe_only: bool,
+    attach: Option<Attach>,
+) -> Result<(IdMapping, tempfile::TempDir, Request), SandboxError> {
+    let mapping = check_spec(spec)?;
+    let scratch = prepare_scratch(spec)?;
+    let request = Request {
+        spec: spec.clone(),
+        scratch: scratch.path().to_path_buf(),
+        user_namespace: mapping.needs_user_namespace(),
+        unprivileged: !mapping.privileged(),
+        single_id: matches!(mapping, IdMapping::Single { .. }),
+        probe_only,
+        force_copy: force_copy(),
+        attach,
+    };
+    Ok((mapping, scratch, request))
 }
 
 /// True when `KILN_SANDBOX_ROOTFS=copy` asks for copied snapshots.
@@ -476,10 +478,7 @@ fn check_spec(spec: &RunSpec) -> Result<IdMapping, SandboxError> {
         .chain(user.additional_gids.iter().copied());
     for id in ids {
         if !mapping.maps(id) {
-            let mapped = match mapping {
-                IdMapping::Single { .. } => "0 only",
-                _ => "0 to 65535",
-            };
+            let mapped = mapping.describe();
             return Err(SandboxError::UnmappedId { id, mapped });
         }
     }

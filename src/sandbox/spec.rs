@@ -237,8 +237,11 @@ pub(crate) struct Request {
     pub spec: RunSpec,
     /// Holds `hosts`, `resolv.conf`, `hostname` and an empty `lower` directory.
     pub scratch: PathBuf,
-    /// True when the user namespace needs maps written by the build process.
-    pub rootless: bool,
+    /// True when the init makes a user namespace, whose maps the build process writes.
+    pub user_namespace: bool,
+    /// True when kiln is not root of the host's user namespace: the overlay keeps its
+    /// metadata in `user.overlay.*` xattrs (`userxattr`), the only ones it may set.
+    pub unprivileged: bool,
     /// Only id 0 is mapped: setgroups(2) is denied and devpts cannot use gid 5 (tty).
     pub single_id: bool,
     /// Set up everything, then exit 0 instead of exec'ing (for [`super::probe`]).

@@ -834,3 +834,69 @@ fn files_a_run_writes_belong_to_the_containers_ids() {
     }
     assert_eq!(owners, expected);
 }
+
+/// A user's private directory from a lower layer stays theirs in later steps: a RUN as that
+/// user writes into it, `COPY --from` reads it into another stage with its owners and set-id
+/// bits, and `type=local` hands the caller files it can read. Rootless, this is what kiln's
+/// own user namespace with subordinate ranges is for: outside it, the build process could
+/// neither give those owners nor read the directory once they are given.
+#[test]
+fn a_users_private_directory_serves_later_steps_and_stages() {
+    let name = "a_users_private_directory_serves_later_steps_and_stages";
+    if !sandbox_ready(name) {
+        return;
+    }
+    if !kiln::sandbox::IdMapping::detect().maps(1000) {
+        eprintln!("{name}: skipped, only id 0 is mapped (rootless without newuidmap and /etc/subuid ranges)");
+        return;
+    }
+    let project = busybox_project_from(
+        "FROM scratch AS base",
+        "RUN mkdir -p -m 700 /home/u && echo old > /home/u/old && cp /bin/busybox /home/u/suid \\\n\
+         && chown -R 1000:1000 /home/u && chmod 4755 /home/u/suid\n\
+         USER 1000:1000\n\
+         RUN echo new > /home/u/new && cat /home/u/old /home/u/new > /home/u/both\n\
+         FROM scratch\n\
+         COPY --from=base /home/u /u\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let tar_path = out.path().join("rootfs.tar");
+    let tar_dest = format!("type=tar,dest={}", tar_path.display());
+    project.ok(&["-o", &tar_dest]);
+    let mut found = BTreeMap::new();
+    for entry in tar::Archive::new(fs::File::open(&tar_path).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let header = entry.header();
+        let owner = (header.uid().unwrap(), header.gid().unwrap());
+        let mode = header.mode().unwrap() & 0o7777;
+        let mut text = String::new();
+        if path == "u/both" {
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        }
+        found.insert(path.trim_end_matches('/').to_string(), (owner, mode, text));
+    }
+    let user = (1000, 1000);
+    let expected = BTreeMap::from([
+        // A directory's contents are copied; the destination is made as BuildKit makes it.
+        ("u".to_string(), ((0, 0), 0o755, String::new())),
+        (
+            "u/both".to_string(),
+            (user, 0o644, "old\nnew\n".to_string()),
+        ),
+        ("u/new".to_string(), (user, 0o644, String::new())),
+        ("u/old".to_string(), (user, 0o644, String::new())),
+        ("u/suid".to_string(), (user, 0o4755, String::new())),
+    ]);
+    assert_eq!(found, expected);
+    let local = out.path().join("local");
+    let local_dest = format!("type=local,dest={}", local.display());
+    project.ok(&["-o", &local_dest]);
+    assert_eq!(
+        fs::read_to_string(local.join("u/both")).unwrap(),
+        "old\nnew\n"
+    );
+}
