@@ -228,8 +228,37 @@ fn versus_docker_commands_env_user_workdir_and_exit_codes() {
     }
     docker_images().expect("docker builds the test images");
     let store = Store::new();
+    // docker's env-file rules: comments and blank lines skipped, a bare name taken from the
+    // caller's environment (left out when unset there), spaces kept; `-e` comes after.
+    let env_dir = tempfile::tempdir().unwrap();
+    let env_file = env_dir.path().join("run.env");
+    std::fs::write(
+        &env_file,
+        "# comment\nA=from file\n\n  B= spaced \nKILN_TEST_UNSET_NAME\nPATH\n",
+    )
+    .unwrap();
+    let env_file = env_file.to_str().unwrap();
     // (flags and args with {} for the image, which image, stdin, compare stderr too)
     let mut cases: Vec<(Vec<&str>, &str, &[u8])> = vec![
+        (
+            vec!["--hostname", "h", "--env-file", env_file, "{}", "env"],
+            BASE,
+            b"",
+        ),
+        (
+            vec![
+                "--hostname",
+                "h",
+                "--env-file",
+                env_file,
+                "-e",
+                "A=flag",
+                "{}",
+                "env",
+            ],
+            BASE,
+            b"",
+        ),
         (vec!["{}"], BASE, b""),
         (vec!["{}", "echo", "given"], BASE, b""),
         (vec!["{}"], EP, b""),
@@ -447,6 +476,80 @@ fn kiln_signals_stop_signal_and_killed_commands() {
     let script = "for i in 1 2 3 4 5; do (sleep 0.01 &) ; done; sleep 0.5; ps -o stat,comm | grep -c '^Z' || true";
     let out = store.kiln(&["run", "--rm", BASE, "sh", "-c", script], b"");
     assert_eq!(out.stdout.trim(), "0", "{}", out.stderr);
+}
+
+/// `-t` on a terminal: the container's pseudo-terminal starts at the caller's size and
+/// follows it when it changes (the kernel's SIGWINCH to kiln, passed on as a new size).
+#[test]
+fn kiln_tty_follows_the_callers_window_size() {
+    let test = "kiln_tty_follows_the_callers_window_size";
+    if !kiln_ready(test) {
+        return;
+    }
+    let store = Store::new();
+    let root = store.root().to_string_lossy().into_owned();
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let slave_name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let set_size = |rows: u16, cols: u16| {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, size).unwrap();
+    };
+    set_size(30, 100);
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(slave_name.to_str().unwrap())
+        .unwrap();
+    let script = "stty size; trap 'stty size; exit 7' WINCH; echo ready; \
+                  while :; do sleep 0.05; done";
+    let mut command = Command::new(kiln_bin());
+    command
+        .args([
+            "run", "--root", &root, "--rm", "-t", BASE, "sh", "-c", script,
+        ])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: setsid and TIOCSCTTY between fork and exec: async-signal-safe calls only. The
+    // pseudo-terminal becomes kiln's controlling terminal, whose size changes signal it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(command);
+    let mut seen = String::new();
+    let mut reader = std::fs::File::from(master.try_clone().unwrap());
+    let mut read_until = |want: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buffer = [0u8; 4096];
+        while !seen.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
+            match std::io::Read::read(&mut reader, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            }
+        }
+    };
+    read_until("ready", &mut seen);
+    assert!(seen.contains("30 100"), "{seen:?}");
+    set_size(40, 120);
+    read_until("40 120", &mut seen);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{seen:?}");
 }
 
 #[test]
