@@ -392,8 +392,9 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
 
-    /// The network: host (the default; kiln has no bridge) or none
-    #[arg(long, value_name = "none|host", default_value = "host")]
+    /// The network: default (the host's, under the container's own hostname: kiln has no
+    /// bridge), host (also the host's hostname and /etc/hosts, as docker) or none
+    #[arg(long, value_name = "default|host|none", default_value = "default")]
     pub network: String,
 
     /// The container's hostname (default: the first 12 digits of its id)

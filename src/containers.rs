@@ -64,12 +64,13 @@ fn run_options(args: &RunArgs) -> Result<RunOptions, Failure> {
         volumes.push(spec::parse_mount(text).map_err(anyhow::Error::new)?);
     }
     let network = match args.network.as_str() {
-        "host" | "default" => spec::Network::Host,
+        "default" => spec::Network::Default,
+        "host" => spec::Network::Host,
         "none" => spec::Network::None,
         other => {
             return Err(Failure::Hinted {
                 message: format!("network '{other}' is not supported"),
-                hint: Some("use --network host (the default) or --network none".into()),
+                hint: Some("use --network host or --network none (the default is the host's network under the container's own hostname)".into()),
             })
         }
     };

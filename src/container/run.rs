@@ -112,10 +112,12 @@ pub fn run(store: &Store, options: &RunOptions) -> Result<RunOutcome> {
     let image = read_image(store, &options.image)?;
     let id = new_id()?;
     let short = &id[..12];
-    let hostname = options
-        .hostname
-        .clone()
-        .unwrap_or_else(|| short.to_string());
+    let host_network = options.network == spec::Network::Host;
+    let hostname = match (&options.hostname, host_network) {
+        (Some(name), _) => name.clone(),
+        (None, true) => EtcFiles::host_name(),
+        (None, false) => short.to_string(),
+    };
     let plan = spec::plan(&image.config.config, options, &hostname)?;
     let lower = snapshots(store, &image)?;
     let (mut user, home) = resolve_user(&lower, &plan.user)?;
@@ -184,10 +186,13 @@ pub fn run(store: &Store, options: &RunOptions) -> Result<RunOutcome> {
         },
         mounts,
         network: match options.network {
-            spec::Network::Host => NetworkMode::Host,
+            spec::Network::Default | spec::Network::Host => NetworkMode::Host,
             spec::Network::None => NetworkMode::None,
         },
-        etc: EtcFiles::default_for(&hostname),
+        etc: match host_network {
+            true => EtcFiles::of_host(&hostname),
+            false => EtcFiles::default_for(&hostname),
+        },
         capabilities: sandbox::default_capabilities(),
     };
     let attach = Attach {

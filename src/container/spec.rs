@@ -53,8 +53,12 @@ pub struct RunOptions {
 /// `--network`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network (kiln has no bridge; also what an unset `--network` gives).
+    /// What an unset `--network` (or `default`) gives: the host's network, since kiln has no
+    /// bridge, but the container's own hostname and `/etc/hosts`, as on docker's bridge.
     #[default]
+    Default,
+    /// `--network host`: the host's network, hostname, `/etc/hosts` and `/etc/resolv.conf`,
+    /// as docker gives them.
     Host,
     /// A network namespace with only `lo`.
     None,

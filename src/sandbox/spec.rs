@@ -145,6 +145,24 @@ pub struct EtcFiles {
 const FALLBACK_NAMESERVERS: &str = "nameserver 8.8.8.8\nnameserver 8.8.4.4\nnameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844\n";
 
 impl EtcFiles {
+    /// The host's own files, as docker gives a `--network host` container: `/etc/hosts` and
+    /// `/etc/resolv.conf` as they are (loopback nameservers answer in the host's network).
+    pub fn of_host(hostname: &str) -> EtcFiles {
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        EtcFiles {
+            hosts: read("/etc/hosts"),
+            resolv_conf: read("/etc/resolv.conf"),
+            hostname: format!("{hostname}\n"),
+        }
+    }
+
+    /// The host's hostname (its uts namespace's, `/proc/sys/kernel/hostname`).
+    pub fn host_name() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim_end().to_string())
+            .unwrap_or_default()
+    }
+
     /// BuildKit's files for a sandbox named `hostname`: localhost entries plus the hostname,
     /// the host's `/etc/resolv.conf` without loopback nameservers (unreachable from a network
     /// namespace; the fallback servers when none remain), and the hostname.

@@ -306,6 +306,18 @@ fn versus_docker_commands_env_user_workdir_and_exit_codes() {
             b"",
         ),
         (
+            vec![
+                "--network",
+                "host",
+                "{}",
+                "sh",
+                "-c",
+                "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; env",
+            ],
+            BASE,
+            b"",
+        ),
+        (
             vec!["--network", "none", "{}", "sh", "-c", "ls /sys/class/net"],
             BASE,
             b"",
