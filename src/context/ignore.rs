@@ -192,8 +192,9 @@ enum Compiled {
     Prefix,
     /// A leading `**` then literal text: the path ends with the text.
     Suffix,
-    /// Anything else, as a sequence of tokens.
-    Tokens(Vec<Token>),
+    /// Anything else, as a sequence of tokens, and the literal characters that end it,
+    /// which every match ends with: most paths of a context fail that cheap test (`*.tmp`).
+    Tokens(Vec<Token>, String),
 }
 
 impl Compiled {
@@ -207,7 +208,9 @@ impl Compiled {
                 let suffix = text.get(2..).unwrap_or("");
                 path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
             }
-            Compiled::Tokens(tokens) => tokens_match(tokens, path),
+            Compiled::Tokens(tokens, ending) => {
+                path.ends_with(ending.as_str()) && tokens_match(tokens, path)
+            }
         }
     }
 }
@@ -370,7 +373,18 @@ fn compile(pattern: &str) -> Result<Result<Compiled, IgnoreError>, IgnoreError> 
         Shape::Exact => Compiled::Exact,
         Shape::Prefix => Compiled::Prefix,
         Shape::Suffix => Compiled::Suffix,
-        Shape::General => Compiled::Tokens(tokens),
+        Shape::General => {
+            let mut ending: Vec<char> = tokens
+                .iter()
+                .rev()
+                .map_while(|token| match token {
+                    Token::Literal(c) => Some(*c),
+                    _ => None,
+                })
+                .collect();
+            ending.reverse();
+            Compiled::Tokens(tokens, ending.into_iter().collect())
+        }
     }))
 }
 

@@ -441,9 +441,12 @@ fn take_bytes<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 /// Joins the directories' sorted listings depth first, each directory followed by its
 /// contents: walk order without a global sort (which took a third of a 40,000-entry walk).
 /// The stack holds one listing per directory level, on the heap.
-fn in_walk_order(mut directories: HashMap<String, Vec<Found>>) -> Vec<Found> {
+fn in_walk_order(mut directories: HashMap<String, Vec<Found>>) -> InWalkOrder {
     let total = directories.values().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total);
+    let mut out = InWalkOrder {
+        entries: Vec::with_capacity(total),
+        keep: Vec::with_capacity(total),
+    };
     let mut stack = Vec::new();
     stack.extend(directories.remove("").map(Vec::into_iter));
     while let Some(listing) = stack.last_mut() {
@@ -455,7 +458,8 @@ fn in_walk_order(mut directories: HashMap<String, Vec<Found>>) -> Vec<Found> {
             EntryKind::Dir => directories.remove(item.entry.path.as_str()),
             _ => None,
         };
-        out.push(item);
+        out.entries.push(item.entry);
+        out.keep.push(item.keep);
         stack.extend(contents.map(Vec::into_iter));
     }
     out
@@ -468,22 +472,38 @@ struct Found {
     keep: bool,
 }
 
-/// Drops entered-but-excluded directories with nothing kept below them. In walk order a
-/// directory's descendants follow it contiguously, so going backwards the last kept entry
-/// seen is the first kept one after the directory; it is below it or nothing is.
-fn prune_pending(found: Vec<Found>) -> Vec<Entry> {
-    let mut kept: Vec<Entry> = Vec::with_capacity(found.len());
-    for item in found.into_iter().rev() {
-        let keep = item.keep
-            || kept
-                .last()
-                .is_some_and(|next| is_below(&next.path, &item.entry.path));
-        if keep {
-            kept.push(item.entry);
+/// Drops entered-but-excluded directories with nothing kept below them, in place (usually
+/// nothing is dropped, and a second vector of a large context costs page faults). In walk
+/// order a directory's descendants follow it contiguously, so going backwards the last kept
+/// entry seen is the first kept one after the directory; it is below it or nothing is.
+fn prune_pending(walked: InWalkOrder) -> Vec<Entry> {
+    let InWalkOrder {
+        mut entries,
+        mut keep,
+    } = walked;
+    if keep.iter().all(|kept| *kept) {
+        return entries;
+    }
+    let mut next_kept: Option<usize> = None;
+    for index in (0..entries.len()).rev() {
+        if !keep[index] {
+            keep[index] =
+                next_kept.is_some_and(|next| is_below(&entries[next].path, &entries[index].path));
+        }
+        if keep[index] {
+            next_kept = Some(index);
         }
     }
-    kept.reverse();
-    kept
+    let mut flags = keep.into_iter();
+    entries.retain(|_| flags.next().unwrap_or(false));
+    entries
+}
+
+/// Every entry the walk met in walk order, and for each whether the filter keeps it (or it
+/// was only entered because something inside might be kept).
+struct InWalkOrder {
+    entries: Vec<Entry>,
+    keep: Vec<bool>,
 }
 
 /// State every directory task shares.
@@ -886,7 +906,11 @@ mod tests {
             found("d/x", false),
             found("e", true),
         ];
-        let kept: Vec<String> = prune_pending(items).into_iter().map(|e| e.path).collect();
+        let walked = InWalkOrder {
+            keep: items.iter().map(|item| item.keep).collect(),
+            entries: items.into_iter().map(|item| item.entry).collect(),
+        };
+        let kept: Vec<String> = prune_pending(walked).into_iter().map(|e| e.path).collect();
         assert_eq!(kept, ["a", "a/b", "a/b/keep", "e"]);
     }
 }

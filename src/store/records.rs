@@ -3,7 +3,9 @@
 //! Consumes a kind (`[a-z0-9-]+`), an id digest, the digests the record holds (its refs:
 //! blobs and snapshots gc must keep while the record exists) and a serde value; produces the
 //! envelope `{"refs": [...], "created": RFC 3339, "last_used": RFC 3339, "value": ...}`
-//! written atomically. What a kind means (cache index, step locators, stat caches) is the
+//! written atomically. A use after the write ([`Store::touch_record`]) only moves the file's
+//! mtime, so a cache hit rewrites nothing: a record's last use is the later of its envelope's
+//! `last_used` and its mtime. What a kind means (cache index, step locators, stat caches) is the
 //! caller's business; this module must never interpret a record's value.
 
 use std::io;
@@ -173,6 +175,9 @@ impl Store {
             let Some(bytes) = read_optional(&path)? else {
                 continue;
             };
+            let touched = std::fs::symlink_metadata(&path)
+                .and_then(|meta| meta.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             let envelope: Envelope<serde::de::IgnoredAny> =
                 serde_json::from_slice(&bytes).map_err(corrupt(&path))?;
             let time =
@@ -182,7 +187,7 @@ impl Store {
                 id,
                 refs: envelope.refs,
                 created: time(&envelope.created),
-                last_used: time(&envelope.last_used),
+                last_used: time(&envelope.last_used).max(touched),
                 size: bytes.len() as u64,
             });
         }
@@ -209,23 +214,32 @@ impl Store {
         Ok(kinds)
     }
 
-    /// Sets `last_used` of record `kind`/`id` to now; returns false if there is no such record.
-    ///
-    /// The record is replaced atomically but not flushed to disk, so a cache hit costs no
-    /// fsync; after a power loss the previous `last_used` may come back.
+    /// Marks record `kind`/`id` used now, by its file's mtime (one utimensat(2), nothing
+    /// rewritten or flushed: after a power loss an earlier last use may come back); returns
+    /// false if there is no such record.
     ///
     /// # Errors
-    /// [`StoreError::InvalidKind`], [`StoreError::Corrupt`], I/O errors.
+    /// [`StoreError::InvalidKind`], I/O errors.
     pub fn touch_record(&self, kind: &str, id: &Digest) -> Result<bool> {
         let path = self.record_path(kind, id)?;
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(false);
+        // The clock itself rather than UTIME_NOW: file times tick coarsely (a jiffy), and a
+        // use must never look older than the write before it.
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let now = rustix::fs::Timespec {
+            tv_sec: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(since_epoch.subsec_nanos()),
         };
-        let mut envelope: Envelope<serde_json::Value> =
-            serde_json::from_slice(&bytes).map_err(corrupt(&path))?;
-        envelope.last_used = timestamp(SystemTime::now());
-        self.write_envelope(&path, &envelope, false)?;
-        Ok(true)
+        let times = rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: now,
+        };
+        match rustix::fs::utimensat(rustix::fs::CWD, &path, &times, rustix::fs::AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(errno) => Err(io_error("mark as used", &path)(errno.into())),
+        }
     }
 
     /// Removes record `kind`/`id`; returns false if there was none. What it held stays until gc.
@@ -292,7 +306,9 @@ mod tests {
         assert_eq!(before.len(), 1);
         assert_eq!(before[0].id, id);
         assert_eq!(before[0].refs, refs);
-        assert_eq!(before[0].created, before[0].last_used);
+        // Written just now: last used when it was written.
+        let written = before[0].last_used.duration_since(before[0].created);
+        assert!(written.is_ok_and(|d| d < std::time::Duration::from_secs(1)));
 
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(store.touch_record("cache", &id).expect("touches"));
