@@ -20,7 +20,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
@@ -336,11 +336,43 @@ impl DirStamp {
     }
 }
 
-/// The names one directory held, each with the type its listing gave (`d_type`).
+/// The names one directory held, each with the type its listing gave (`d_type`). The names
+/// sit NUL-terminated in one buffer, so a directory costs two allocations however many names
+/// it has (a no-change walk of a large context decodes thousands of listings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Listing {
     stamp: DirStamp,
-    names: Vec<(CString, fs::FileType)>,
+    names: Vec<u8>,
+    /// Per name, its type's `S_IFMT` bits shifted down by 12.
+    types: Vec<u8>,
+}
+
+impl Listing {
+    fn new(stamp: DirStamp) -> Listing {
+        Listing {
+            stamp,
+            names: Vec::new(),
+            types: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: &CStr, file_type: fs::FileType) {
+        self.names.extend_from_slice(name.to_bytes_with_nul());
+        self.types.push((file_type.as_raw_mode() >> 12) as u8);
+    }
+
+    /// The names and their types, in listing order.
+    fn entries(&self) -> impl Iterator<Item = (&CStr, fs::FileType)> {
+        let names = self
+            .names
+            .split_inclusive(|byte| *byte == 0)
+            .filter_map(|name| CStr::from_bytes_with_nul(name).ok());
+        names.zip(
+            self.types
+                .iter()
+                .map(|kind| fs::FileType::from_raw_mode(rustix::fs::RawMode::from(*kind) << 12)),
+        )
+    }
 }
 
 /// The directory listings of a walk by directory (relative path, `""` for the root), for the
@@ -377,8 +409,8 @@ impl Listings {
             out.extend_from_slice(&stamp.dev.to_be_bytes());
             out.extend_from_slice(&stamp.mtime_ns.to_be_bytes());
             out.extend_from_slice(&stamp.ctime_ns.to_be_bytes());
-            out.extend_from_slice(&(listing.names.len() as u32).to_be_bytes());
-            for (name, file_type) in &listing.names {
+            out.extend_from_slice(&(listing.types.len() as u32).to_be_bytes());
+            for (name, file_type) in listing.entries() {
                 out.push((file_type.as_raw_mode() >> 12) as u8);
                 put_bytes(&mut out, name.to_bytes());
             }
@@ -413,14 +445,18 @@ fn decode_listings(bytes: &[u8]) -> Option<Listings> {
             ctime_ns: i64::from_be_bytes(take(&mut rest)?),
         };
         let count = u32::from_be_bytes(take(&mut rest)?);
-        let mut names = Vec::new();
+        let mut listing = Listing::new(stamp);
         for _ in 0..count {
             let [kind] = take::<1>(&mut rest)?;
-            let name = CString::new(take_bytes(&mut rest)?).ok()?;
-            let file_type = fs::FileType::from_raw_mode(rustix::fs::RawMode::from(kind) << 12);
-            names.push((name, file_type));
+            let name = take_bytes(&mut rest)?;
+            if name.contains(&0) {
+                return None;
+            }
+            listing.names.extend_from_slice(name);
+            listing.names.push(0);
+            listing.types.push(kind);
         }
-        dirs.insert(path, Listing { stamp, names });
+        dirs.insert(path, listing);
     }
     Some(Listings { dirs })
 }
@@ -585,12 +621,12 @@ fn read_directory<'s>(
         }
     };
     let mut found = Vec::new();
-    for (name, file_type) in &listing.names {
+    for (name, file_type) in listing.entries() {
         let listed = Listed {
             dir: &dir,
             fd: &fd,
             name,
-            file_type: *file_type,
+            file_type,
         };
         match judge_entry(shared, &relative, matches.as_ref(), &listed) {
             Ok(Some((item, descend))) => {
@@ -628,16 +664,16 @@ fn list_names(
     stamp: DirStamp,
 ) -> std::result::Result<Listing, rustix::io::Errno> {
     let mut buffer = vec![std::mem::MaybeUninit::uninit(); 64 * 1024];
-    let mut listing = fs::RawDir::new(fd, &mut buffer);
-    let mut names = Vec::new();
-    while let Some(item) = listing.next() {
+    let mut reader = fs::RawDir::new(fd, &mut buffer);
+    let mut listing = Listing::new(stamp);
+    while let Some(item) = reader.next() {
         let item = item?;
         let name = item.file_name();
         if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            names.push((name.to_owned(), item.file_type()));
+            listing.push(name, item.file_type());
         }
     }
-    Ok(Listing { stamp, names })
+    Ok(listing)
 }
 
 /// One name of a directory listing, with the directory's descriptor to stat it through.
