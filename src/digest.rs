@@ -223,6 +223,107 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
+/// [`DigestWriter`] with the hashing on a thread of its own, for large streams (a layer of
+/// hundreds of megabytes): sha256 is the costliest part of writing one, and the bytes are
+/// handed over a megabyte at a time, in order, so the digest is the same.
+pub struct BackgroundDigestWriter<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+    hasher: BackgroundHasher,
+    written: u64,
+}
+
+/// Where the bytes go to be hashed: a thread, or this one when none could be started.
+enum BackgroundHasher {
+    Thread {
+        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+        done: std::thread::JoinHandle<Sha256>,
+    },
+    Inline(Sha256),
+}
+
+/// How many bytes are handed to the hashing thread at a time.
+const HASH_CHUNK: usize = 1 << 20;
+
+impl<W: Write> BackgroundDigestWriter<W> {
+    /// Wraps `inner` and starts the hashing thread.
+    pub fn new(inner: W) -> BackgroundDigestWriter<W> {
+        let (chunks, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let spawned = std::thread::Builder::new()
+            .name("kiln-sha256".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                while let Ok(chunk) = receiver.recv() {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+        let hasher = match spawned {
+            Ok(done) => BackgroundHasher::Thread { chunks, done },
+            Err(_) => BackgroundHasher::Inline(Sha256::new()),
+        };
+        BackgroundDigestWriter {
+            inner,
+            pending: Vec::with_capacity(HASH_CHUNK),
+            hasher,
+            written: 0,
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_CHUNK));
+        match &mut self.hasher {
+            BackgroundHasher::Thread { chunks, .. } => {
+                // The thread only stops once the sender is gone; if it died, the digest is
+                // lost and `finish` reports that.
+                let _ = chunks.send(chunk);
+            }
+            BackgroundHasher::Inline(hasher) => hasher.update(&chunk),
+        }
+    }
+
+    /// Returns the inner writer, the digest of everything written and its length in bytes,
+    /// once the hashing thread is through. The inner writer is not flushed.
+    ///
+    /// # Errors
+    /// An I/O error when the hashing thread died.
+    pub fn finish(mut self) -> io::Result<(W, Digest, u64)> {
+        self.hand_over();
+        let hasher = match self.hasher {
+            BackgroundHasher::Thread { chunks, done } => {
+                drop(chunks);
+                done.join()
+                    .map_err(|_| io::Error::other("the sha256 thread died"))?
+            }
+            BackgroundHasher::Inline(hasher) => hasher,
+        };
+        Ok((self.inner, Digest(hasher.finalize().into()), self.written))
+    }
+}
+
+impl<W: Write> Write for BackgroundDigestWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let accepted = buf.get(..n).unwrap_or(buf);
+        self.written += accepted.len() as u64;
+        let mut rest = accepted;
+        while !rest.is_empty() {
+            let room = HASH_CHUNK - self.pending.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.pending.extend_from_slice(now);
+            if self.pending.len() == HASH_CHUNK {
+                self.hand_over();
+            }
+            rest = later;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A reader that hashes and counts every byte read through it; the reading counterpart of
 /// [`DigestWriter`].
 pub struct DigestReader<R: Read> {
@@ -260,6 +361,26 @@ impl<R: Read> Read for DigestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_background_writer_hashes_like_the_plain_one() {
+        let data: Vec<u8> = (0..(3 * HASH_CHUNK + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut plain = DigestWriter::new(Vec::new());
+        let mut background = BackgroundDigestWriter::new(Vec::new());
+        for piece in data.chunks(70_000) {
+            plain.write_all(piece).unwrap();
+            background.write_all(piece).unwrap();
+        }
+        let (plain_bytes, plain_digest, plain_len) = plain.finish();
+        let (bytes, digest, len) = background.finish().unwrap();
+        assert_eq!((digest, len), (plain_digest, plain_len));
+        assert_eq!(bytes, plain_bytes);
+        assert_eq!(digest, Digest::of(&data));
+        let (_, empty, _) = BackgroundDigestWriter::new(Vec::new()).finish().unwrap();
+        assert_eq!(empty, Digest::of(b""));
+    }
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

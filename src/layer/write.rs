@@ -34,7 +34,7 @@ use super::{
     check_path, EntryKind, LayerEntry, LayerError, Result, Timestamp, OPAQUE_MARKER,
     WHITEOUT_PREFIX,
 };
-use crate::digest::{Digest, DigestWriter};
+use crate::digest::{BackgroundDigestWriter, Digest};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -81,7 +81,7 @@ pub fn write_layer(
 
     let mut snap = snapshot.map(Snapshot::open).transpose()?;
     // Headers are small writes; buffer them (after hashing, so the digest is unaffected).
-    let mut tar = DigestWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    let mut tar = BackgroundDigestWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
     let mut buffer = vec![0u8; COPY_BUFFER];
     for entry in &entries {
         write_entry(&mut tar, entry, snap.as_mut(), &mut buffer)?;
@@ -92,7 +92,7 @@ pub fn write_layer(
     if let Some(snap) = snap {
         snap.finish()?;
     }
-    let (_, diff_id, size) = tar.finish();
+    let (_, diff_id, size) = tar.finish().map_err(LayerError::Write)?;
     Ok(LayerSummary {
         diff_id,
         size,
@@ -480,7 +480,7 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 
 fn write_entry<W: Write>(
-    tar: &mut DigestWriter<W>,
+    tar: &mut BackgroundDigestWriter<W>,
     entry: &LayerEntry,
     snap: Option<&mut Snapshot>,
     buffer: &mut [u8],
@@ -506,7 +506,7 @@ fn write_entry<W: Write>(
         device: (0, 0),
         xattrs: &entry.xattrs,
     };
-    let put = |tar: &mut DigestWriter<W>, f: &Fields| {
+    let put = |tar: &mut BackgroundDigestWriter<W>, f: &Fields| {
         tar.write_all(&encode_header(f)).map_err(LayerError::Write)
     };
     match &entry.kind {
@@ -579,7 +579,7 @@ fn write_entry<W: Write>(
 }
 
 fn write_file<W: Write>(
-    tar: &mut DigestWriter<W>,
+    tar: &mut BackgroundDigestWriter<W>,
     entry: &LayerEntry,
     source: &Path,
     mut fields: Fields,
