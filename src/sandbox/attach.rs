@@ -110,19 +110,29 @@ fn is_terminal(fd: RawFd) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// Copies the caller's terminal size (from stdin, else stdout) to the pseudo-terminal; the
-/// kernel then sends SIGWINCH to the command's foreground group when it changed (tty_ioctl(4)).
-fn copy_size(master: &OwnedFd) {
-    for fd in [0, 1] {
-        // SAFETY: winsize is plain data; TIOCGWINSZ fills it, TIOCSWINSZ reads it.
+/// The caller's terminal size, from stdin, else stdout; `None` when neither is a terminal.
+pub(crate) fn caller_size() -> Option<libc::winsize> {
+    [0, 1].into_iter().find_map(|fd| {
+        // SAFETY: winsize is plain data that TIOCGWINSZ fills.
         unsafe {
             let mut size: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) == 0 {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
-                return;
-            }
+            (libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) == 0).then_some(size)
         }
+    })
+}
+
+/// Copies the caller's terminal size to the pseudo-terminal; the kernel then sends SIGWINCH
+/// to the command's foreground group when it changed (tty_ioctl(4)).
+fn copy_size(master: &OwnedFd) {
+    if let Some(size) = caller_size() {
+        set_size(master.as_raw_fd(), &size);
     }
+}
+
+/// TIOCSWINSZ on the terminal `fd`; a failure only leaves the size as it was.
+pub(crate) fn set_size(fd: RawFd, size: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads a winsize we own.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, size) };
 }
 
 /// One read(2) into `buffer`; `None` at end of file or when the other side is gone (a

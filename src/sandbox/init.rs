@@ -654,7 +654,10 @@ fn command(request: &Request, console: Option<&OwnedFd>) -> StepResult<()> {
 /// killed); the kernel then kills whatever is left in the pid namespace.
 fn reaper(control: &UnixStream, request: &Request, attach: super::spec::Attach) -> StepResult<i32> {
     let console = match attach.tty {
-        true => Some(open_console(control).map_err(|e| fail(Step::Console, "/dev/pts/ptmx", e))?),
+        true => Some(
+            open_console(control, request.console_size)
+                .map_err(|e| fail(Step::Console, "/dev/pts/ptmx", e))?,
+        ),
         false => None,
     };
     // SAFETY: this process has one thread, so the child may do anything after fork.
@@ -684,10 +687,10 @@ fn reaper(control: &UnixStream, request: &Request, attach: super::spec::Attach) 
         .unwrap_or_else(|| 128 + status.signal.unwrap_or(0)))
 }
 
-/// Opens a new pseudo-terminal in the sandbox's devpts (pty(7)), sends the master to the
-/// caller over the control socket and returns the slave, which becomes `/dev/pts/0` of this
-/// devpts instance as in a Docker container.
-fn open_console(control: &UnixStream) -> io::Result<OwnedFd> {
+/// Opens a new pseudo-terminal in the sandbox's devpts (pty(7)) at the caller's `size`, sends
+/// the master to the caller over the control socket and returns the slave, which becomes
+/// `/dev/pts/0` of this devpts instance as in a Docker container.
+fn open_console(control: &UnixStream, size: Option<(u16, u16)>) -> io::Result<OwnedFd> {
     let open = |path: &std::ffi::CStr| -> io::Result<OwnedFd> {
         // SAFETY: open with a NUL-terminated path; the descriptor is owned at once.
         let fd = unsafe {
@@ -717,6 +720,15 @@ fn open_console(control: &UnixStream) -> io::Result<OwnedFd> {
     let name = CString::new(format!("/dev/pts/{number}"))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let slave = open(&name)?;
+    if let Some((rows, cols)) = size {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        super::attach::set_size(master.as_raw_fd(), &size);
+    }
     super::fdpass::send_with_fd(control, &Message::Console, master.as_raw_fd())?;
     Ok(slave)
 }

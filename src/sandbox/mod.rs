@@ -372,6 +372,10 @@ fn prepare(
         probe_only,
         force_copy: force_copy(),
         attach,
+        console_size: attach
+            .filter(|attach| attach.tty)
+            .and_then(|_| attach::caller_size())
+            .map(|size| (size.ws_row, size.ws_col)),
     };
     Ok((mapping, scratch, request))
 }

@@ -269,6 +269,11 @@ pub(crate) struct Request {
     /// Set for `kiln run`: pid 1 is a reaper that forks the command and passes signals on.
     #[serde(default)]
     pub attach: Option<Attach>,
+    /// With a terminal: the caller's window size (rows, columns), given to the pseudo-terminal
+    /// before the command starts, so its first look at the size sees the real one (as
+    /// docker's `ConsoleSize` at create).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Messages on the control socket, one JSON document per line.
