@@ -292,10 +292,9 @@ fn load(path: &Path) -> Result<Container> {
 /// I/O errors and unreadable records.
 pub fn list(store: &Store) -> Result<Vec<Container>> {
     let dir = containers_dir(store);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("list", &dir)(e)),
+    let Some(entries) = crate::store::read_dir_if_present(&dir).map_err(io_error("list", &dir))?
+    else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -304,7 +303,7 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
         if !path.exists() {
             // A directory whose record was never written (killed while starting) or whose
             // removal was interrupted.
-            let _ = remove_tree(&entry.path());
+            let _ = crate::store::remove_tree(&entry.path());
             continue;
         }
         let mut container = load(&path)?;
@@ -390,28 +389,7 @@ fn remove_files(store: &Store, container: &Container) -> Result<()> {
     // The record goes first, so an interrupted removal leaves a directory without one,
     // which `list` clears.
     let _ = std::fs::remove_file(dir.join("container.json"));
-    remove_tree(&dir).map_err(io_error("remove", &dir))
-}
-
-/// Removes a tree, making directories writable when needed: overlayfs leaves `work/work`
-/// with mode 000, and images may hold read-only directories.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            use std::os::unix::fs::PermissionsExt;
-            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-                if entry.file_type().is_dir() {
-                    let _ = std::fs::set_permissions(
-                        entry.path(),
-                        std::fs::Permissions::from_mode(0o700),
-                    );
-                }
-            }
-            std::fs::remove_dir_all(path)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+    crate::store::remove_tree(&dir).map_err(io_error("remove", &dir))
 }
 
 /// A new container id: 32 random bytes in hex (getrandom(2)).

@@ -135,8 +135,12 @@ pub(super) fn remove_stale(tmp: &Path) -> Result<usize> {
 }
 
 /// Removes a file or a directory tree, making read-only directories writable first (layer
-/// snapshots may hold directories with mode 0555). A missing path is not an error.
-pub(super) fn remove_tree(path: &Path) -> io::Result<()> {
+/// snapshots may hold directories with mode 0555, and overlayfs leaves a container's
+/// `work/work` at mode 000). A missing path is not an error.
+///
+/// # Errors
+/// I/O errors other than the path missing.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

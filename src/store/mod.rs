@@ -32,6 +32,7 @@ mod snapshots;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use atomic::remove_tree;
 pub use blobs::{BlobReader, BlobWriter, HashingCallerBlob};
 pub use gc::{DiskUsage, GcSummary, PruneOptions, PruneSummary};
 pub use index::{
@@ -234,6 +235,19 @@ fn join(digests: &[Digest]) -> String {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Returns a closure turning an `io::Error` into [`StoreError::Io`] for `action` on `path`.
+/// The entries of `dir`, or `None` when it does not exist (a kind of record or a
+/// directory of containers never written to).
+///
+/// # Errors
+/// Any other error opening the directory.
+pub(crate) fn read_dir_if_present(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io {

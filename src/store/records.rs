@@ -154,10 +154,9 @@ impl Store {
     pub fn records(&self, kind: &str) -> Result<Vec<RecordInfo>> {
         check_kind(kind)?;
         let dir = self.records_dir().join(kind);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error("list", &dir)(e)),
+        let Some(entries) = super::read_dir_if_present(&dir).map_err(io_error("list", &dir))?
+        else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {

@@ -99,6 +99,20 @@ fn many_ids() -> bool {
     )
 }
 
+/// A kiln store with both images, when kiln can run containers here (else says why not).
+fn kiln_store(test: &str) -> Option<Store> {
+    kiln_ready(test).then(Store::new)
+}
+
+/// [`kiln_store`], when docker answers too and has built the same images.
+fn docker_store(test: &str) -> Option<Store> {
+    if !docker_ready(test) {
+        return None;
+    }
+    docker_images().expect("docker builds the test images");
+    Some(Store::new())
+}
+
 /// A kiln store with both images built.
 struct Store {
     dir: tempfile::TempDir,
@@ -222,12 +236,9 @@ fn with_image<'a>(args: &[&'a str], image: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn versus_docker_commands_env_user_workdir_and_exit_codes() {
-    let test = "versus_docker_commands_env_user_workdir_and_exit_codes";
-    if !docker_ready(test) {
+    let Some(store) = docker_store("versus_docker_commands_env_user_workdir_and_exit_codes") else {
         return;
-    }
-    docker_images().expect("docker builds the test images");
-    let store = Store::new();
+    };
     // docker's env-file rules: comments and blank lines skipped, a bare name taken from the
     // caller's environment (left out when unset there), spaces kept; `-e` comes after.
     let env_dir = tempfile::tempdir().unwrap();
@@ -367,12 +378,9 @@ fn versus_docker_commands_env_user_workdir_and_exit_codes() {
 
 #[test]
 fn versus_docker_volumes_read_only_and_read_write() {
-    let test = "versus_docker_volumes_read_only_and_read_write";
-    if !docker_ready(test) {
+    let Some(store) = docker_store("versus_docker_volumes_read_only_and_read_write") else {
         return;
-    }
-    docker_images().expect("docker builds the test images");
-    let store = Store::new();
+    };
     for tool in ["kiln", "docker"] {
         let host = tempfile::tempdir().unwrap();
         std::fs::write(host.path().join("in"), "host file\n").unwrap();
@@ -450,12 +458,9 @@ const TRAP: &str = "trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 8
 
 #[test]
 fn versus_docker_signals_reach_the_command() {
-    let test = "versus_docker_signals_reach_the_command";
-    if !docker_ready(test) {
+    let Some(store) = docker_store("versus_docker_signals_reach_the_command") else {
         return;
-    }
-    docker_images().expect("docker builds the test images");
-    let store = Store::new();
+    };
     let root = store.root().to_string_lossy().into_owned();
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let mut kiln = Command::new(kiln_bin());
@@ -469,11 +474,9 @@ fn versus_docker_signals_reach_the_command() {
 
 #[test]
 fn kiln_signals_stop_signal_and_killed_commands() {
-    let test = "kiln_signals_stop_signal_and_killed_commands";
-    if !kiln_ready(test) {
+    let Some(store) = kiln_store("kiln_signals_stop_signal_and_killed_commands") else {
         return;
-    }
-    let store = Store::new();
+    };
     let root = store.root().to_string_lossy().into_owned();
     // SIGTERM to kiln becomes the image's STOPSIGNAL (SIGUSR1 in the `ep` image).
     let mut command = Command::new(kiln_bin());
@@ -504,11 +507,9 @@ fn kiln_signals_stop_signal_and_killed_commands() {
 /// follows it when it changes (the kernel's SIGWINCH to kiln, passed on as a new size).
 #[test]
 fn kiln_tty_follows_the_callers_window_size() {
-    let test = "kiln_tty_follows_the_callers_window_size";
-    if !kiln_ready(test) {
+    let Some(store) = kiln_store("kiln_tty_follows_the_callers_window_size") else {
         return;
-    }
-    let store = Store::new();
+    };
     let root = store.root().to_string_lossy().into_owned();
     let master =
         rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
@@ -576,11 +577,9 @@ fn kiln_tty_follows_the_callers_window_size() {
 
 #[test]
 fn kiln_ps_rm_and_commit() {
-    let test = "kiln_ps_rm_and_commit";
-    if !kiln_ready(test) {
+    let Some(store) = kiln_store("kiln_ps_rm_and_commit") else {
         return;
-    }
-    let store = Store::new();
+    };
     let out = store.kiln(
         &[
             "run",
@@ -660,11 +659,9 @@ fn mounted_under(path: &Path) -> bool {
 
 #[test]
 fn kiln_kill_9_leaves_no_mount_and_the_next_start_cleans_up() {
-    let test = "kiln_kill_9_leaves_no_mount_and_the_next_start_cleans_up";
-    if !kiln_ready(test) {
+    let Some(store) = kiln_store("kiln_kill_9_leaves_no_mount_and_the_next_start_cleans_up") else {
         return;
-    }
-    let store = Store::new();
+    };
     let root = store.root().to_string_lossy().into_owned();
     for remove in [true, false] {
         let mut command = Command::new(kiln_bin());
@@ -779,11 +776,9 @@ fn kiln_bundle_runs_in_runc_as_in_kiln_run() {
 
 #[test]
 fn kiln_run_reports_what_it_cannot_do() {
-    let test = "kiln_run_reports_what_it_cannot_do";
-    if !kiln_ready(test) {
+    let Some(store) = kiln_store("kiln_run_reports_what_it_cannot_do") else {
         return;
-    }
-    let store = Store::new();
+    };
     let table: [(&[&str], i32, &str); 6] = [
         (&["run", "--rm", "missing:1"], 125, "no such image"),
         (
