@@ -45,6 +45,28 @@ pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN, DEFAULT_TAG};
 
 use crate::digest::Digest;
 
+/// Marks `dir` as the top of unrelated directory trees (`chattr +T`): every snapshot and
+/// sandbox scratch is made in `kiln/tmp`, and the flag lets ext4's Orlov allocator give each
+/// of them a block group of its own choosing instead of the one its siblings used.
+///
+/// Why it matters: ext4 without a journal will not reuse an inode freed less than ~30 s ago
+/// while the group has another free one, and finds that out by scanning past each such inode
+/// (a buffer lookup apiece) on every allocation. Right after a store was wiped, or a step's
+/// scratch removed, every file created in those groups paid a scan of thousands: a cold
+/// 10,000-file `COPY` took 3.5 s instead of 0.5 s, and repeated cold builds got slower each
+/// time. File systems without the flag refuse it; that is fine, it is only placement.
+fn mark_top_of_unrelated_trees(dir: &Path) {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    let Ok(handle) = std::fs::File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = ioctl_getflags(&handle) {
+        if !flags.contains(IFlags::TOPDIR) {
+            let _ = ioctl_setflags(&handle, flags | IFlags::TOPDIR);
+        }
+    }
+}
+
 /// The contents of `oci-layout` this store writes and accepts.
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -288,6 +310,7 @@ impl Store {
         ] {
             std::fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
         }
+        mark_top_of_unrelated_trees(&store.tmp_dir());
         atomic::remove_stale(&store.tmp_dir())?;
         let layout = store.root.join("oci-layout");
         atomic::create_if_absent(&store.tmp_dir(), &layout, OCI_LAYOUT.as_bytes())?;
@@ -462,6 +485,25 @@ pub(crate) mod tests {
         assert_eq!(index["manifests"], serde_json::json!([]));
         drop(store);
         Store::open(&root).expect("reopens");
+    }
+
+    #[test]
+    fn temp_trees_are_placed_apart_on_ext4() {
+        use rustix::fs::{fstatfs, ioctl_getflags, IFlags};
+        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store")).expect("opens");
+        let tmp = std::fs::File::open(store.tmp_dir()).expect("opens kiln/tmp");
+        let magic = fstatfs(&tmp).expect("statfs").f_type as i64;
+        if magic != EXT4_SUPER_MAGIC {
+            eprintln!(
+                "skipped: {} is not on ext4 (f_type {magic:#x})",
+                dir.path().display()
+            );
+            return;
+        }
+        let flags = ioctl_getflags(&tmp).expect("reads the inode flags");
+        assert!(flags.contains(IFlags::TOPDIR), "flags {:#x}", flags.bits());
     }
 
     #[test]
