@@ -54,7 +54,7 @@ pub fn commit(store: &Store, options: &CommitOptions) -> Result<Descriptor> {
             id_map: IdMapping::detect().id_map(),
         },
     )?;
-    let layer = solve::commit_layer(store, entries, false, &|_| {})?;
+    let layer = solve::commit_layer(store, entries, &|_| {})?;
 
     let now = now_rfc3339();
     let mut config = image.config.clone();

@@ -183,6 +183,7 @@ pub fn run(store: &Store, options: &RunOptions) -> Result<RunOutcome> {
             upper,
             work,
             target,
+            volatile: options.remove,
         },
         mounts,
         network: match options.network {

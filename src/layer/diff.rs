@@ -152,7 +152,7 @@ fn container_id(id: u32, extents: Option<&[IdExtent]>) -> u32 {
     }
 }
 
-fn is_overlay_xattr(name: &str) -> bool {
+pub(super) fn is_overlay_xattr(name: &str) -> bool {
     name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
@@ -315,8 +315,8 @@ fn read_sized<T: Copy + Default>(
     Err(fail(rustix::io::Errno::RANGE))
 }
 
-/// All xattrs of `host` (not following a symlink), sorted by name.
-fn read_xattrs(host: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+/// The names of the xattrs of `host` (not following a symlink) that are UTF-8.
+pub(super) fn list_xattr_names(host: &Path) -> Result<Vec<String>> {
     let Some(list) = read_sized(host, |buffer: &mut [u8]| {
         rustix::fs::llistxattr(host, buffer)
     })?
@@ -324,17 +324,24 @@ fn read_xattrs(host: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         return Ok(Vec::new());
     };
     // llistxattr(2) fills the buffer with NUL-terminated names.
+    Ok(list
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .filter_map(|name| std::str::from_utf8(name).ok())
+        .map(str::to_string)
+        .collect())
+}
+
+/// All xattrs of `host` (not following a symlink), sorted by name.
+fn read_xattrs(host: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
+    for name in list_xattr_names(host)? {
         let value = read_sized(host, |buffer: &mut [u8]| {
-            rustix::fs::lgetxattr(host, name, buffer)
+            rustix::fs::lgetxattr(host, name.as_str(), buffer)
         })?;
         // None: removed between the listing and the read.
         if let Some(value) = value {
-            out.push((name.to_string(), value));
+            out.push((name, value));
         }
     }
     out.sort();

@@ -17,6 +17,7 @@
 //! character device 0/0 named `<name>`; an opaque directory (`.wh..wh..opq` in a layer) carries
 //! the xattr `trusted.overlay.opaque=y` when created as root, `user.overlay.opaque=y` otherwise.
 
+mod adopt;
 mod diff;
 mod snapshot;
 mod unpack;
@@ -24,6 +25,7 @@ mod users;
 mod view;
 mod write;
 
+pub use adopt::adopt_upper;
 pub use diff::{diff_upper, DiffOptions, IdExtent, IdMap};
 pub use unpack::{unpack, UnpackSummary};
 pub use users::{chown_ids, lookup_user, Chown, ExecUser};

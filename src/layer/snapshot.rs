@@ -251,13 +251,13 @@ impl Snapshot {
             self.dir(rel, &meta)?;
         }
         let host = self.host(rel);
-        let name = if self.privileged {
-            OPAQUE_XATTR_ROOT
-        } else {
-            OPAQUE_XATTR_USER
-        };
-        rustix::fs::lsetxattr(&host, name, b"y", XattrFlags::empty())
-            .map_err(|e| errno("mark opaque", &host, e))
+        rustix::fs::lsetxattr(
+            &host,
+            opaque_xattr(self.privileged),
+            b"y",
+            XattrFlags::empty(),
+        )
+        .map_err(|e| errno("mark opaque", &host, e))
     }
 
     /// Applies owner (when permitted), mode (unless `is_link`), xattrs (when permitted) and
@@ -312,7 +312,17 @@ impl Snapshot {
     }
 }
 
-fn set_mtime(host: &Path, mtime: Timestamp) -> Result<()> {
+/// The xattr that marks an opaque directory in a snapshot made by a process that is
+/// `privileged` (see [`Snapshot`]'s field).
+pub(super) fn opaque_xattr(privileged: bool) -> &'static str {
+    if privileged {
+        OPAQUE_XATTR_ROOT
+    } else {
+        OPAQUE_XATTR_USER
+    }
+}
+
+pub(super) fn set_mtime(host: &Path, mtime: Timestamp) -> Result<()> {
     let ts = Timespec {
         tv_sec: mtime.secs,
         tv_nsec: i64::from(mtime.nanos.min(999_999_999)),

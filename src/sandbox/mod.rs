@@ -284,6 +284,7 @@ pub fn probe_with(init: &Path) -> Result<HostSupport, SandboxError> {
             upper,
             work,
             target,
+            volatile: true,
         },
         mounts: Vec::new(),
         network: NetworkMode::None,

@@ -25,9 +25,17 @@ pub(crate) struct OverlayData {
     pub data: String,
 }
 
+/// The overlay options that vary from one mount to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OverlayFlags {
+    /// The `user.overlay.*` xattrs a mount inside a user namespace must use.
+    pub userxattr: bool,
+    /// No syncs reach the upper filesystem (Linux 5.10+); see [`super::RootfsSpec::volatile`].
+    pub volatile: bool,
+}
+
 /// Builds the overlay data for `lower` (lowest first; overlayfs wants the top first), an
-/// `empty` directory used when there is no lower, `upper` and `work`. `userxattr` selects the
-/// `user.overlay.*` xattrs a mount inside a user namespace must use. Redirects are neither
+/// `empty` directory used when there is no lower, `upper` and `work`. Redirects are neither
 /// created nor followed (`nofollow`, the only mode `userxattr` accepts; plain `off` means
 /// `follow` on kernels built with redirect_always_follow) and metacopy is off, so every
 /// changed file or directory is whole in `upper` (the layer differ reads nothing else). The
@@ -38,7 +46,7 @@ pub(crate) fn overlay_data(
     empty: &Path,
     upper: &Path,
     work: &Path,
-    userxattr: bool,
+    flags: OverlayFlags,
 ) -> Option<OverlayData> {
     let mut lowers: Vec<&Path> = lower.iter().rev().map(PathBuf::as_path).collect();
     if lowers.is_empty() {
@@ -59,8 +67,11 @@ pub(crate) fn overlay_data(
             show(upper)?,
             show(work)?
         );
-        if userxattr {
+        if flags.userxattr {
             data.push_str(",userxattr");
+        }
+        if flags.volatile {
+            data.push_str(",volatile");
         }
         Some(data)
     };
@@ -334,19 +345,29 @@ mod tests {
         let table = [
             (
                 vec![p("/s/a"), p("/s/b")],
-                false,
+                OverlayFlags::default(),
                 format!("lowerdir=/s/b:/s/a,{fixed}"),
             ),
-            (vec![], false, format!("lowerdir=/e,{fixed}")),
+            (
+                vec![],
+                OverlayFlags {
+                    userxattr: false,
+                    volatile: true,
+                },
+                format!("lowerdir=/e,{fixed},volatile"),
+            ),
             (
                 vec![p("/s/a:b,c")],
-                true,
-                format!("lowerdir=/s/a\\:b\\,c,{fixed},userxattr"),
+                OverlayFlags {
+                    userxattr: true,
+                    volatile: true,
+                },
+                format!("lowerdir=/s/a\\:b\\,c,{fixed},userxattr,volatile"),
             ),
         ];
-        for (lower, userxattr, want) in table {
+        for (lower, flags, want) in table {
             let (e, u, w) = (Path::new("/e"), Path::new("/u"), Path::new("/w"));
-            let got = overlay_data(&lower, e, u, w, userxattr);
+            let got = overlay_data(&lower, e, u, w, flags);
             assert_eq!(
                 got,
                 Some(OverlayData {
@@ -365,7 +386,14 @@ mod tests {
             .collect();
         let upper = PathBuf::from(format!("{base}/tmp/u"));
         let work = PathBuf::from(format!("{base}/tmp/w"));
-        let got = overlay_data(&lower, Path::new("/e"), &upper, &work, false).unwrap();
+        let got = overlay_data(
+            &lower,
+            Path::new("/e"),
+            &upper,
+            &work,
+            OverlayFlags::default(),
+        )
+        .unwrap();
         assert_eq!(got.chdir, Some(PathBuf::from(&base)));
         assert!(
             got.data.starts_with("lowerdir=snap/059:snap/058:"),

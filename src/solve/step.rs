@@ -479,7 +479,7 @@ impl StageRun<'_, '_> {
         let started = Instant::now();
         let key = key::workdir_key(&state.chain, path, user.as_deref());
         let layers = state.layers.clone();
-        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
+        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, None, || {
             let view = self.view(&layers)?;
             workdir_entries(&view, path, user.as_deref(), self.driver.now_time)
         });
@@ -531,7 +531,7 @@ impl StageRun<'_, '_> {
             }
         }
         let layers = state.layers.clone();
-        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
+        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, None, || {
             let tree = prepared.tree.as_tree();
             match prepared.options.is_linked() {
                 true => Ok(copy::plan_copy(
@@ -804,7 +804,9 @@ impl StageRun<'_, '_> {
     }
 
     /// Looks `key` up unless the cache is off for this stage; on a miss, reports why, runs
-    /// `execute` and commits its entries as a layer.
+    /// `execute` and commits its entries as a layer. `upper` is the overlay upper directory
+    /// a RUN's entries are read from, which becomes the layer's snapshot when one is needed.
+    #[allow(clippy::too_many_arguments)]
     fn cached_or_run(
         &self,
         state: &StageState,
@@ -812,6 +814,7 @@ impl StageRun<'_, '_> {
         step_index: usize,
         key: &CacheKey,
         text: &str,
+        upper: Option<&Path>,
         execute: impl FnOnce() -> Result<Vec<LayerEntry>, StepError>,
     ) -> Result<StepResult, StepError> {
         let store = self.driver.store;
@@ -848,22 +851,20 @@ impl StageRun<'_, '_> {
             reasons: reasons.clone(),
         });
         let entries = execute()?;
-        let snapshot_now = self.read_later(step_index);
-        let layer = commit_layer_at(
-            store,
-            entries,
-            snapshot_now,
-            self.driver.epoch,
-            &|written| {
-                self.driver.report(Event::Status {
-                    vertex,
-                    name: "writing layer".to_string(),
-                    current: written,
-                    total: None,
-                    completed: false,
-                })
-            },
-        )?;
+        let snapshot = match (self.read_later(step_index), upper) {
+            (false, _) => SnapshotPlan::OnFirstUse,
+            (true, Some(upper)) => SnapshotPlan::AdoptUpper(upper),
+            (true, None) => SnapshotPlan::WriteNow,
+        };
+        let layer = commit_layer_at(store, entries, snapshot, self.driver.epoch, &|written| {
+            self.driver.report(Event::Status {
+                vertex,
+                name: "writing layer".to_string(),
+                current: written,
+                total: None,
+                completed: false,
+            })
+        })?;
         let created = self.driver.now_secs;
         let preimage_json = serde_json::to_vec(&key.preimage).unwrap_or_default();
         let (preimage, _) = store.put_blob(&preimage_json)?;
@@ -1233,36 +1234,52 @@ pub(crate) fn timestamp(time: std::time::SystemTime) -> Timestamp {
     }
 }
 
-/// Writes `entries` as a layer blob and its snapshot.
+/// When and how the snapshot of a new layer is made.
+pub(crate) enum SnapshotPlan<'a> {
+    /// Unpacked from the blob when something first reads it (see [`snapshot`]), so a final
+    /// `COPY . /app` never is.
+    OnFirstUse,
+    /// Laid out while the blob is written, for a layer a later RUN of the stage runs on.
+    WriteNow,
+    /// The RUN's overlay upper directory the entries were read from, made the snapshot in
+    /// place (`layer::adopt_upper`); unpacked on first use where that cannot be done.
+    AdoptUpper(&'a Path),
+}
+
+/// Writes `entries` as a layer blob; its snapshot is made on first use.
 pub(crate) fn commit_layer(
     store: &Store,
     entries: Vec<LayerEntry>,
-    snapshot_now: bool,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, StepError> {
-    commit_layer_at(store, entries, snapshot_now, None, progress)
+    commit_layer_at(store, entries, SnapshotPlan::OnFirstUse, None, progress)
 }
 
-/// [`commit_layer`] in a build with SOURCE_DATE_EPOCH `epoch`: mtimes newer than it become it.
+/// [`commit_layer`] in a build with SOURCE_DATE_EPOCH `epoch` (mtimes newer than it become
+/// it) and the snapshot made as `snapshot` says.
 pub(crate) fn commit_layer_at(
     store: &Store,
     mut entries: Vec<LayerEntry>,
-    snapshot_now: bool,
+    snapshot: SnapshotPlan,
     epoch: Option<i64>,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, StepError> {
     layer::clamp_mtimes(&mut entries, epoch);
-    // A layer a later RUN runs on is laid out as its snapshot while it is written; any
-    // other is unpacked on first use (see `snapshot`), so a final `COPY . /app` never is.
     let mut writer = Counting {
         inner: store.blob_writer_hashed_by_caller()?,
         written: 0,
         reported: 0,
         progress,
     };
-    let snapshot_dir = match snapshot_now {
-        true => Some(store.temp_dir()?),
-        false => None,
+    // Adopting only touches what the blob does not read (times, xattrs, dropped paths), so
+    // it may come first.
+    let adopted = match snapshot {
+        SnapshotPlan::AdoptUpper(upper) => layer::adopt_upper(upper, &entries)?.then_some(upper),
+        SnapshotPlan::OnFirstUse | SnapshotPlan::WriteNow => None,
+    };
+    let snapshot_dir = match snapshot {
+        SnapshotPlan::WriteNow => Some(store.temp_dir()?),
+        SnapshotPlan::OnFirstUse | SnapshotPlan::AdoptUpper(_) => None,
     };
     let summary = layer::write_layer(
         entries,
@@ -1272,6 +1289,9 @@ pub(crate) fn commit_layer_at(
     writer.inner.commit_as(&summary.diff_id)?;
     if let Some(dir) = snapshot_dir {
         store.commit_snapshot(dir, &summary.diff_id)?;
+    }
+    if let Some(upper) = adopted {
+        store.commit_snapshot_dir(upper, &summary.diff_id)?;
     }
     let (digest, size) = (summary.diff_id, summary.size);
     Ok(LayerBlob {

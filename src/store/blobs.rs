@@ -18,7 +18,7 @@ use crate::digest::{Digest, DigestWriter};
 /// [`commit`](BlobWriter::commit) removes the temp file and stores nothing.
 pub struct BlobWriter {
     store: Store,
-    out: DigestWriter<BufWriter<EarlyWriteback>>,
+    out: DigestWriter<BufWriter<BlobFile>>,
 }
 
 impl BlobWriter {
@@ -50,8 +50,9 @@ impl BlobWriter {
         let dest = self.store.blob_path(&digest);
         let temp = buffered
             .into_inner()
-            .map_err(|e| io_error("write blob", &dest)(e.into_error()))?
-            .temp;
+            .map_err(|e| e.into_error())
+            .and_then(BlobFile::finish)
+            .map_err(io_error("write blob", &dest))?;
         if let Some(expected) = expected {
             if *expected != digest {
                 return Err(StoreError::DigestMismatch {
@@ -66,31 +67,93 @@ impl BlobWriter {
     }
 }
 
-/// A blob's temp file that asks the kernel to start writing each few megabytes to disk as
-/// soon as they are written (sync_file_range(2) `SYNC_FILE_RANGE_WRITE`, which does not wait),
-/// so the device works while the build goes on and the fsync at commit only waits for the
-/// tail, instead of for a whole layer's worth of dirty pages.
-struct EarlyWriteback {
+/// A blob's temp file, written around the page cache where the file system allows
+/// (`O_DIRECT`, in whole aligned chunks; the tail goes through the page cache at the end),
+/// and otherwise through it with writeback started every few megabytes.
+///
+/// Why direct: a blob is read rarely (export, a snapshot unpacked on first use) but a build
+/// writes one per step. Through the page cache every megabyte needs fresh pages, which cost
+/// more than the disk here (2 ms per MiB on the 2-core VM whose memory the host backs lazily,
+/// against 0.7 ms per MiB written directly), and the dirty pages then compete with the next
+/// step's writes for the disk.
+struct BlobFile {
     temp: tempfile::NamedTempFile,
+    /// Bytes waiting to fill a chunk, while the file takes direct writes.
+    direct: Option<AlignedChunk>,
     written: u64,
     submitted: u64,
 }
 
-/// How many bytes are written before their writeback is started.
+/// How many bytes one direct write carries (a multiple of [`DIRECT_ALIGN`]).
+const DIRECT_CHUNK: usize = 1 << 20;
+
+/// The alignment `O_DIRECT` asks of buffers, lengths and offsets (the largest logical block
+/// size in use).
+const DIRECT_ALIGN: usize = 4096;
+
+/// How many bytes are written through the page cache before their writeback is started.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-impl EarlyWriteback {
-    fn new(temp: tempfile::NamedTempFile) -> EarlyWriteback {
-        EarlyWriteback {
+/// A [`DIRECT_CHUNK`]-sized buffer at an address aligned to [`DIRECT_ALIGN`].
+struct AlignedChunk {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedChunk {
+    fn new() -> AlignedChunk {
+        let storage = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+        let misalignment = storage.as_ptr() as usize % DIRECT_ALIGN;
+        let start = (DIRECT_ALIGN - misalignment) % DIRECT_ALIGN;
+        AlignedChunk {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    /// Copies as much of `buf` as fits; returns how much.
+    fn fill(&mut self, buf: &[u8]) -> usize {
+        let n = buf.len().min(DIRECT_CHUNK - self.len);
+        let at = self.start + self.len;
+        self.storage[at..at + n].copy_from_slice(&buf[..n]);
+        self.len += n;
+        n
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl BlobFile {
+    fn new(temp: tempfile::NamedTempFile) -> BlobFile {
+        let direct = set_direct(temp.as_file(), true).is_ok();
+        BlobFile {
             temp,
+            direct: direct.then(AlignedChunk::new),
             written: 0,
             submitted: 0,
         }
     }
-}
 
-impl Write for EarlyWriteback {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    /// Writes the bytes still in the chunk through the page cache and returns the file.
+    fn finish(mut self) -> io::Result<tempfile::NamedTempFile> {
+        self.leave_direct()?;
+        Ok(self.temp)
+    }
+
+    /// Stops direct writes: what is in the chunk goes through the page cache.
+    fn leave_direct(&mut self) -> io::Result<()> {
+        if let Some(chunk) = self.direct.take() {
+            set_direct(self.temp.as_file(), false)?;
+            self.temp.write_all(chunk.bytes())?;
+        }
+        Ok(())
+    }
+
+    fn write_through_page_cache(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.temp.write(buf)?;
         self.written += n as u64;
         if self.written - self.submitted >= WRITEBACK_CHUNK {
@@ -100,8 +163,8 @@ impl Write for EarlyWriteback {
             ) else {
                 return Ok(n);
             };
-            // Only a hint: the fsync at commit is what makes the bytes durable, so a
-            // failure here (a file system without it) changes nothing.
+            // Only a hint that starts writeback without waiting for it: the fsync at commit
+            // is what makes the bytes durable, so a failure here changes nothing.
             // SAFETY: sync_file_range on a descriptor we own, with plain integers.
             unsafe {
                 libc::sync_file_range(
@@ -115,7 +178,39 @@ impl Write for EarlyWriteback {
         }
         Ok(n)
     }
+}
 
+/// Sets or clears `O_DIRECT` on `file`; file systems without direct I/O refuse to set it.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let flags = fcntl_getfl(file)?;
+    let flags = match on {
+        true => flags | OFlags::DIRECT,
+        false => flags - OFlags::DIRECT,
+    };
+    fcntl_setfl(file, flags)?;
+    Ok(())
+}
+
+impl Write for BlobFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(chunk) = self.direct.as_mut() else {
+            return self.write_through_page_cache(buf);
+        };
+        let n = chunk.fill(buf);
+        if chunk.len == DIRECT_CHUNK {
+            match self.temp.write_all(chunk.bytes()) {
+                Ok(()) => chunk.len = 0,
+                // Some file systems accept the flag but not the writes.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.leave_direct()?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Bytes short of a whole chunk stay in it until [`BlobFile::finish`]: nothing reads the
+    /// temp file before then.
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
@@ -136,7 +231,7 @@ fn persist(temp: tempfile::NamedTempFile, dest: &std::path::Path) -> Result<()> 
 /// [`commit_as`](HashingCallerBlob::commit_as) stores nothing.
 pub struct HashingCallerBlob {
     store: Store,
-    out: BufWriter<EarlyWriteback>,
+    out: BufWriter<BlobFile>,
 }
 
 impl HashingCallerBlob {
@@ -150,8 +245,9 @@ impl HashingCallerBlob {
         let temp = self
             .out
             .into_inner()
-            .map_err(|e| io_error("write blob", &dest)(e.into_error()))?
-            .temp;
+            .map_err(|e| e.into_error())
+            .and_then(BlobFile::finish)
+            .map_err(io_error("write blob", &dest))?;
         persist(temp, &dest)
     }
 }
@@ -222,7 +318,7 @@ impl Store {
     /// I/O errors creating the temp file.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let temp = atomic::temp_file(&self.tmp_dir(), ".blob")?;
-        let out = DigestWriter::new(BufWriter::with_capacity(1 << 16, EarlyWriteback::new(temp)));
+        let out = DigestWriter::new(BufWriter::with_capacity(1 << 16, BlobFile::new(temp)));
         Ok(BlobWriter {
             store: self.clone(),
             out,
@@ -237,7 +333,7 @@ impl Store {
         let temp = atomic::temp_file(&self.tmp_dir(), ".blob")?;
         Ok(HashingCallerBlob {
             store: self.clone(),
-            out: BufWriter::with_capacity(1 << 16, EarlyWriteback::new(temp)),
+            out: BufWriter::with_capacity(1 << 16, BlobFile::new(temp)),
         })
     }
 
@@ -363,6 +459,29 @@ mod tests {
             assert_eq!(streamed, *bytes);
             // Idempotent: the same bytes again are a no-op.
             assert_eq!(store.put_blob(bytes).expect("puts again"), (digest, size));
+        }
+        assert_eq!(tmp_entries(&store), 0);
+    }
+
+    /// Blobs of whole direct chunks and of chunks plus a tail, written in odd pieces, through
+    /// both writers, read back byte for byte.
+    #[test]
+    fn blobs_spanning_direct_chunks_keep_every_byte() {
+        let (_dir, store) = temp_store();
+        for size in [DIRECT_CHUNK, 2 * DIRECT_CHUNK + 12_345, DIRECT_CHUNK - 1] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4099) as u8).collect();
+            let mut plain = store.blob_writer().expect("writer");
+            let mut hashed = store.blob_writer_hashed_by_caller().expect("writer");
+            for piece in bytes.chunks(300_001) {
+                plain.write_all(piece).expect("writes");
+                hashed.write_all(piece).expect("writes");
+            }
+            let (digest, written) = plain.commit().expect("commits");
+            assert_eq!((digest, written), (Digest::of(&bytes), size as u64));
+            assert_eq!(store.read_blob(&digest).expect("reads"), bytes);
+            std::fs::remove_file(store.blob_path(&digest)).expect("removes");
+            hashed.commit_as(&digest).expect("commits");
+            assert_eq!(store.read_blob(&digest).expect("reads"), bytes);
         }
         assert_eq!(tmp_entries(&store), 0);
     }

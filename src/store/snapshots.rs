@@ -49,14 +49,22 @@ impl Store {
     /// # Errors
     /// I/O errors; `dir` is removed after one.
     pub fn commit_snapshot(&self, dir: tempfile::TempDir, diff_id: &Digest) -> Result<PathBuf> {
-        let dest = self.snapshot_path(diff_id);
         // keep() hands the path over, so read-only directories inside are removed with
         // remove_tree rather than left behind by TempDir's drop.
-        let temp = dir.keep();
-        let result = self.rename_snapshot(&temp, &dest);
-        if result.is_err() || temp.exists() {
+        self.commit_snapshot_dir(&dir.keep(), diff_id)
+    }
+
+    /// [`Store::commit_snapshot`] for a directory inside one of [`Store::temp_dir`]'s (a RUN's
+    /// upper directory, see `layer::adopt_upper`), which is moved or else removed.
+    ///
+    /// # Errors
+    /// I/O errors; `dir` is removed after one.
+    pub fn commit_snapshot_dir(&self, dir: &Path, diff_id: &Digest) -> Result<PathBuf> {
+        let dest = self.snapshot_path(diff_id);
+        let result = self.rename_snapshot(dir, &dest);
+        if result.is_err() || dir.exists() {
             // An error, or another process committed the same diff_id first.
-            let _ = atomic::remove_tree(&temp);
+            let _ = atomic::remove_tree(dir);
         }
         result.map(|()| dest)
     }

@@ -323,15 +323,12 @@ impl Drop for Mounted {
     }
 }
 
-#[test]
-fn real_overlay_mount_gives_its_changes() {
-    if !root_ready("real_overlay_mount_gives_its_changes") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+/// The lower snapshot and the upper directory of a real overlay mount in `tmp` after a set
+/// of changes of every kind; `None` (with the reason printed) where overlay cannot mount.
+fn real_overlay_upper(test: &str, tmp: &Path) -> Option<(PathBuf, PathBuf)> {
     let lower = lower_snapshot(
-        &tmp.path().join("lower"),
-        &tmp.path().join("src"),
+        &tmp.join("lower"),
+        &tmp.join("src"),
         &["base", "tree", "tree/sub", "hl"],
         &[
             ("base/keep", "keep"),
@@ -342,7 +339,7 @@ fn real_overlay_mount_gives_its_changes() {
         ],
     );
     let [upper, work, merged] = ["upper", "work", "merged"].map(|d| {
-        let path = tmp.path().join(d);
+        let path = tmp.join(d);
         std::fs::create_dir(&path).unwrap();
         path
     });
@@ -358,8 +355,8 @@ fn real_overlay_mount_gives_its_changes() {
         .status()
         .unwrap();
     let reason = (!status.success()).then(|| format!("mount -t overlay failed: {status}"));
-    if !peer_ready("real_overlay_mount_gives_its_changes", reason) {
-        return;
+    if !peer_ready(test, reason) {
+        return None;
     }
     let mount = Mounted(merged.clone());
     let at = |rel: &str| merged.join(rel);
@@ -382,6 +379,19 @@ fn real_overlay_mount_gives_its_changes() {
     std::fs::hard_link(at("hl/one"), at("hl/two")).unwrap();
     mknod(&at("pipe"), FileType::Fifo, 0, 0);
     drop(mount);
+    Some((lower, upper))
+}
+
+#[test]
+fn real_overlay_mount_gives_its_changes() {
+    let test = "real_overlay_mount_gives_its_changes";
+    if !root_ready(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((lower, upper)) = real_overlay_upper(test, tmp.path()) else {
+        return;
+    };
 
     let entries = diff_upper(&upper, &DiffOptions::default()).unwrap();
     let summary: Vec<String> = entries
@@ -441,5 +451,113 @@ fn real_overlay_mount_gives_its_changes() {
             "/tree",
             "/tree/fresh \"fresh\"",
         ]
+    );
+}
+
+/// One line per path under `root` with everything a snapshot holds: type, permission bits,
+/// owner, mtime (not the root's, which records when its last child was made), size, link
+/// target or device, every xattr, and which earlier path shares its inode. A whiteout is only
+/// its kind: overlayfs shares one inode between all of them.
+fn describe_tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut first_name: std::collections::HashMap<u64, String> = Default::default();
+    let mut out = Vec::new();
+    for dirent in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let dirent = dirent.unwrap();
+        let rel = dirent
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .display()
+            .to_string();
+        let meta = dirent.path().symlink_metadata().unwrap();
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            out.push(format!("{rel:?} whiteout"));
+            continue;
+        }
+        let mut line = format!(
+            "{rel:?} {:?} {:o} {}:{} size {}",
+            ft,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            if ft.is_dir() { 0 } else { meta.len() }
+        );
+        if !rel.is_empty() {
+            line += &format!(" mtime {}.{:09}", meta.mtime(), meta.mtime_nsec());
+        }
+        if ft.is_symlink() {
+            line += &format!(" -> {:?}", std::fs::read_link(dirent.path()).unwrap());
+        }
+        let mut names = vec![0u8; 4096];
+        let n = rustix::fs::llistxattr(dirent.path(), &mut names).unwrap();
+        let mut xattrs: Vec<String> = names[..n]
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let mut value = vec![0u8; 4096];
+                let len = rustix::fs::lgetxattr(dirent.path(), name.as_str(), &mut value).unwrap();
+                format!("{name}={:?}", String::from_utf8_lossy(&value[..len]))
+            })
+            .collect();
+        xattrs.sort();
+        line += &format!(" xattrs {xattrs:?}");
+        if !ft.is_dir() && meta.nlink() > 1 {
+            let first = first_name.entry(meta.ino()).or_insert_with(|| rel.clone());
+            line += &format!(" inode of {first:?}");
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// A RUN's upper directory becomes its layer's snapshot in place (`adopt_upper`) instead of
+/// a second copy being written; it must then be exactly what unpacking the layer gives.
+#[test]
+fn an_adopted_upper_is_what_unpacking_its_layer_gives() {
+    let test = "an_adopted_upper_is_what_unpacking_its_layer_gives";
+    if !root_ready(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_lower, upper)) = real_overlay_upper(test, tmp.path()) else {
+        return;
+    };
+    // What the sandbox leaves besides the command's changes: a mount point the layer drops,
+    // and a socket a layer cannot hold.
+    std::fs::write(upper.join("stub"), b"").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(upper.join("sock")).unwrap();
+    let options = DiffOptions {
+        ignore: vec!["stub".into()],
+        ..DiffOptions::default()
+    };
+    let mut entries = diff_upper(&upper, &options).unwrap();
+    // Whole seconds, as every layer a build writes; and a directory only the layer has, as
+    // the runtime directories a RUN's layer gains.
+    kiln::layer::clamp_mtimes(&mut entries, None);
+    entries.push(entry("proc", EntryKind::Dir, 0o555));
+    assert!(kiln::layer::adopt_upper(&upper, &entries).unwrap());
+    let bytes = layer_bytes(entries);
+    let unpacked = tempfile::tempdir().unwrap();
+    unpack(&bytes[..], unpacked.path()).unwrap();
+    let adopted = describe_tree(&upper);
+    assert_eq!(adopted, describe_tree(unpacked.path()));
+    // The comparison covered what matters: an opaque directory, a whiteout, hard links,
+    // whole-second times.
+    let joined = adopted.join("\n");
+    for expected in [
+        "\"tree\" FileType",
+        "trusted.overlay.opaque=\\\"y\\\"",
+        "\"base/del\" whiteout",
+        "inode of \"hl/one\"",
+        "\"proc\" FileType",
+    ] {
+        assert!(joined.contains(expected), "{expected} in:\n{joined}");
+    }
+    assert!(
+        !joined.contains("\"stub\"") && !joined.contains("\"sock\""),
+        "{joined}"
     );
 }

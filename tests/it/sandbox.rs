@@ -93,6 +93,7 @@ impl Fixture {
                 upper: self.upper(),
                 work: self.dir.path().join("work"),
                 target: self.dir.path().join("target"),
+                volatile: true,
             },
             mounts: Vec::new(),
             network: NetworkMode::None,
@@ -419,6 +420,29 @@ fn writes_land_in_upper_and_deletions_are_whiteouts() {
         "kept\n"
     );
     assert!(!fixture.dir.path().join("target/new").exists());
+}
+
+/// A RUN's upper is scratch: its overlay must not sync the host filesystem at unmount.
+#[test]
+fn a_scratch_upper_is_mounted_volatile_and_a_kept_one_is_not() {
+    if !ready("a_scratch_upper_is_mounted_volatile_and_a_kept_one_is_not") {
+        return;
+    }
+    for volatile in [true, false] {
+        // A fresh work dir each time: overlayfs refuses a work dir a volatile mount used.
+        let fixture = Fixture::new();
+        let mut spec = fixture.spec("grep ' / ' /proc/mounts");
+        spec.rootfs.volatile = volatile;
+        let got = run(&spec).unwrap();
+        assert_eq!(got.status, exited(0), "{}", got.stderr);
+        let options = got.stdout.split_whitespace().nth(3).unwrap_or_default();
+        // Linux 6.x shows the option as `fsync=volatile`.
+        let mounted_volatile = options
+            .split(',')
+            .any(|option| option == "volatile" || option == "fsync=volatile");
+        // A copied rootfs is a bind mount, never volatile.
+        assert_eq!(mounted_volatile, volatile && !copying(), "{}", got.stdout);
+    }
 }
 
 #[test]

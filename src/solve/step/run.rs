@@ -65,9 +65,16 @@ impl StageRun<'_, '_> {
             Ok(scratch) => scratch,
             Err(error) => return Err(self.fail(vertex, started, step, error.into())),
         };
-        let outcome = self.cached_or_run(state, vertex, step_index, &key, &step.text, || {
-            self.execute(&plan, &layers, scratch.path(), vertex, started)
-        });
+        let upper = scratch.path().join("upper");
+        let outcome = self.cached_or_run(
+            state,
+            vertex,
+            step_index,
+            &key,
+            &step.text,
+            Some(&upper),
+            || self.execute(&plan, &layers, scratch.path(), &upper, vertex, started),
+        );
         self.finish(
             state, vertex, started, name, key.digest, step, outcome, "RUN",
         )
@@ -149,6 +156,7 @@ impl StageRun<'_, '_> {
         plan: &RunPlan,
         layers: &[super::LayerBlob],
         scratch: &Path,
+        upper: &Path,
         vertex: VertexId,
         started: Instant,
     ) -> Result<Vec<LayerEntry>, StepError> {
@@ -171,12 +179,11 @@ impl StageRun<'_, '_> {
         if !env.iter().any(|entry| entry.starts_with("HOME=")) {
             env.push(format!("HOME={}", exec_user.home));
         }
-        let upper = scratch.join("upper");
         let work = scratch.join("work");
         let target = scratch.join("rootfs");
-        for dir in [&upper, &work, &target] {
+        for dir in [upper, &work, &target] {
             std::fs::create_dir_all(dir).map_err(|source| StepError::Io {
-                path: dir.clone(),
+                path: dir.to_path_buf(),
                 source,
             })?;
         }
@@ -200,9 +207,10 @@ impl StageRun<'_, '_> {
             hostname: HOSTNAME.to_string(),
             rootfs: sandbox::RootfsSpec {
                 lower,
-                upper: upper.clone(),
+                upper: upper.to_path_buf(),
                 work,
                 target,
+                volatile: true,
             },
             mounts,
             network: plan.network,
@@ -236,7 +244,7 @@ impl StageRun<'_, '_> {
         let mut drop = ignore;
         drop.extend(MOUNTED_FILES.iter().map(|path| path.to_string()));
         let mut entries = layer::diff_upper(
-            &upper,
+            upper,
             &DiffOptions {
                 ignore: drop,
                 lower: lower_for_diff,
