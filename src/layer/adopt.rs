@@ -28,7 +28,7 @@
 //! directory exact (an xattr-form whiteout, an entry missing from the upper that is not a
 //! directory) it answers `false`, and the caller lets the snapshot be unpacked from the blob.
 
-use super::diff::{is_overlay_xattr, list_xattr_names};
+use super::diff::{is_overlay_xattr, list_xattr_names, walk_error};
 use super::snapshot::{opaque_xattr, set_mtime};
 use super::{fs_err, EntryKind, LayerEntry, Result};
 use super::{OPAQUE_XATTR_ROOT, OPAQUE_XATTR_USER};
@@ -82,10 +82,7 @@ pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
         .follow_links(false)
         .contents_first(true)
     {
-        let dirent = dirent.map_err(|e| {
-            let path = e.path().unwrap_or(upper).to_path_buf();
-            fs_err("read", &path)(std::io::Error::from(e))
-        })?;
+        let dirent = dirent.map_err(walk_error(upper))?;
         let host = dirent.path();
         let Some(rel) = host.strip_prefix(upper).ok().and_then(Path::to_str) else {
             return Ok(false);

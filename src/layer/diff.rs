@@ -163,10 +163,7 @@ fn scan(upper: &Path, options: &DiffOptions) -> Result<Vec<Item>> {
         .min_depth(1)
         .follow_links(false)
     {
-        let dirent = dirent.map_err(|e| {
-            let path = e.path().unwrap_or(upper).to_path_buf();
-            fs_err("read", &path)(std::io::Error::from(e))
-        })?;
+        let dirent = dirent.map_err(walk_error(upper))?;
         let host = dirent.path();
         let rel = host
             .strip_prefix(upper)
@@ -188,6 +185,14 @@ fn scan(upper: &Path, options: &DiffOptions) -> Result<Vec<Item>> {
         }
     }
     Ok(items)
+}
+
+/// The error for a walk below `root` that failed at some path.
+pub(super) fn walk_error(root: &Path) -> impl Fn(walkdir::Error) -> LayerError + '_ {
+    move |e| {
+        let path = e.path().unwrap_or(root).to_path_buf();
+        fs_err("read", &path)(std::io::Error::from(e))
+    }
 }
 
 /// The item for one upper-directory entry; `None` for what a layer leaves out (sockets).
