@@ -284,7 +284,9 @@ pub fn probe_with(init: &Path) -> Result<HostSupport, SandboxError> {
             upper,
             work,
             target,
-            volatile: true,
+            // A volatile mount leaves mode-000 directories in the work dir, which the temp
+            // dir's removal could not enter without root; the probe keeps nothing anyway.
+            volatile: false,
         },
         mounts: Vec::new(),
         network: NetworkMode::None,

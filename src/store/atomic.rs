@@ -136,7 +136,7 @@ pub(super) fn remove_stale(tmp: &Path) -> Result<usize> {
 
 /// Removes a file or a directory tree, making read-only directories writable first (layer
 /// snapshots may hold directories with mode 0555, and overlayfs leaves a container's
-/// `work/work` at mode 000). A missing path is not an error.
+/// `work/work` at mode 000, not empty after a volatile mount). A missing path is not an error.
 ///
 /// # Errors
 /// I/O errors other than the path missing.
@@ -159,17 +159,16 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-fn make_dirs_writable(root: &Path) -> io::Result<()> {
+/// Gives `dir` and every directory below it mode 0700, each before it is listed: overlayfs's
+/// `work/work` (mode 000) holds `incompat/volatile` (mode 000) after a volatile mount.
+fn make_dirs_writable(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // walkdir does not follow symlinks by default, so this stays inside `root`.
-    for entry in walkdir::WalkDir::new(root).contents_first(false) {
-        let entry = match entry {
-            Ok(entry) => entry,
-            // A directory we cannot list gets its mode fixed by its parent's visit first.
-            Err(_) => continue,
-        };
-        if entry.file_type().is_dir() {
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // The entry's own type: a symlink to a directory is not followed.
+        if entry.file_type()?.is_dir() {
+            make_dirs_writable(&entry.path())?;
         }
     }
     Ok(())
@@ -209,6 +208,18 @@ mod tests {
         std::fs::create_dir_all(stale_dir.join("ro/inner")).expect("mkdir");
         std::fs::set_permissions(stale_dir.join("ro"), std::fs::Permissions::from_mode(0o555))
             .expect("chmod");
+        // What a volatile overlay leaves in its work dir: mode-000 directories, not empty.
+        let volatile = stale_dir.join("work/work/incompat/volatile");
+        std::fs::create_dir_all(&volatile).expect("mkdir");
+        std::fs::write(volatile.join("dirty"), b"").expect("writes");
+        for dir in [
+            "work/work/incompat/volatile",
+            "work/work/incompat",
+            "work/work",
+        ] {
+            std::fs::set_permissions(stale_dir.join(dir), std::fs::Permissions::from_mode(0o000))
+                .expect("chmod");
+        }
         let live = dir.path().join(format!("{}x", temp_prefix()));
         std::fs::write(&live, b"mine").expect("writes");
         let foreign = dir.path().join("notes.txt");

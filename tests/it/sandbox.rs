@@ -126,6 +126,14 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// Volatile mounts leave mode-000 directories in the work dir, which TempDir's own
+    /// removal cannot enter without root.
+    fn drop(&mut self) {
+        let _ = kiln::store::remove_tree(self.dir.path());
+    }
+}
+
 struct Output {
     status: ExitStatus,
     stdout: String,

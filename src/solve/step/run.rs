@@ -27,6 +27,7 @@ use crate::sandbox::{self, MountSpec, NetworkMode, RunSpec, Stream};
 use crate::solve::config;
 use crate::solve::engine::BuildError;
 use crate::solve::events::{Event, VertexId};
+use crate::store;
 use crate::syntax::instruction::{CommandLine, MountType, Network, Run, Security};
 
 /// How many lines of a failed command's output its error repeats.
@@ -75,9 +76,14 @@ impl StageRun<'_, '_> {
             Some(&upper),
             || self.execute(&plan, &layers, scratch.path(), &upper, vertex, started),
         );
-        self.finish(
+        let finished = self.finish(
             state, vertex, started, name, key.digest, step, outcome, "RUN",
-        )
+        );
+        // Not left to TempDir's drop: the overlay's work dir is mode 000 and, after a
+        // volatile mount, not empty, which only root could remove without making it writable.
+        // What fails here is removed by a later `Store::open` (a dead process's temp dir).
+        let _ = store::remove_tree(scratch.path());
+        finished
     }
 
     /// The command, environment, user, mounts and key of a RUN, before anything runs.
