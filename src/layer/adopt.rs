@@ -33,15 +33,9 @@ use super::snapshot::{opaque_xattr, set_mtime};
 use super::{fs_err, EntryKind, LayerEntry, Result};
 use super::{OPAQUE_XATTR_ROOT, OPAQUE_XATTR_USER};
 use rustix::fs::{Mode, XattrFlags};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-
-/// What the layer holds at one path, as far as the snapshot is concerned.
-struct Want<'a> {
-    entry: &'a LayerEntry,
-    opaque: bool,
-}
 
 /// Makes `upper` the snapshot of the layer `entries` describe (see the module doc). Returns
 /// false when it cannot.
@@ -49,28 +43,17 @@ struct Want<'a> {
 /// # Errors
 /// [`super::LayerError::Fs`] when a change fails; `upper` is scratch then.
 pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
-    let mut wanted: HashMap<&str, Want> = HashMap::with_capacity(entries.len());
-    for entry in entries {
-        match entry.kind {
-            EntryKind::Opaque => {
-                if let Some(want) = wanted.get_mut(entry.path.as_str()) {
-                    want.opaque = true;
-                } else {
-                    wanted.insert(
-                        &entry.path,
-                        Want {
-                            entry,
-                            opaque: true,
-                        },
-                    );
-                }
-            }
-            _ => {
-                let opaque = wanted.get(entry.path.as_str()).is_some_and(|w| w.opaque);
-                wanted.insert(&entry.path, Want { entry, opaque });
-            }
-        }
-    }
+    let is_marker = |entry: &&LayerEntry| matches!(entry.kind, EntryKind::Opaque);
+    let opaque: HashSet<&str> = entries
+        .iter()
+        .filter(is_marker)
+        .map(|entry| entry.path.as_str())
+        .collect();
+    let wanted: HashMap<&str, &LayerEntry> = entries
+        .iter()
+        .filter(|entry| !is_marker(entry))
+        .map(|entry| (entry.path.as_str(), entry))
+        .collect();
     if !create_missing_dirs(upper, &wanted)? {
         return Ok(false);
     }
@@ -87,7 +70,7 @@ pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
         let Some(rel) = host.strip_prefix(upper).ok().and_then(Path::to_str) else {
             return Ok(false);
         };
-        let Some(want) = wanted.get(rel) else {
+        let Some(entry) = wanted.get(rel) else {
             let removed = if dirent.file_type().is_dir() {
                 std::fs::remove_dir(host)
             } else {
@@ -99,7 +82,7 @@ pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
         let meta = dirent
             .metadata()
             .map_err(|e| fs_err("inspect", host)(std::io::Error::from(e)))?;
-        if matches!(want.entry.kind, EntryKind::Whiteout) {
+        if matches!(entry.kind, EntryKind::Whiteout) {
             // The snapshot's whiteout is a 0/0 character device; overlayfs's xattr form would
             // need its parent marked, which a snapshot never is.
             if !(meta.file_type().is_char_device() && meta.rdev() == 0) {
@@ -107,11 +90,11 @@ pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
             }
             continue;
         }
-        if !settle_xattrs(host, want.opaque.then_some(opaque_name))? {
+        if !settle_xattrs(host, opaque.contains(rel).then_some(opaque_name))? {
             return Ok(false);
         }
-        if !matches!(want.entry.kind, EntryKind::Hardlink { .. }) {
-            set_mtime(host, want.entry.mtime)?;
+        if !matches!(entry.kind, EntryKind::Hardlink { .. }) {
+            set_mtime(host, entry.mtime)?;
         }
     }
     settle_xattrs(upper, None)?;
@@ -120,29 +103,29 @@ pub fn adopt_upper(upper: &Path, entries: &[LayerEntry]) -> Result<bool> {
 
 /// Creates the directories the layer has and `upper` lacks, parents first; false when a
 /// missing entry is not a directory.
-fn create_missing_dirs(upper: &Path, wanted: &HashMap<&str, Want>) -> Result<bool> {
-    let mut missing: Vec<&Want> = Vec::new();
-    for want in wanted.values() {
-        let host = upper.join(&want.entry.path);
+fn create_missing_dirs(upper: &Path, wanted: &HashMap<&str, &LayerEntry>) -> Result<bool> {
+    let mut missing: Vec<&LayerEntry> = Vec::new();
+    for entry in wanted.values() {
+        let host = upper.join(&entry.path);
         match std::fs::symlink_metadata(&host) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !matches!(want.entry.kind, EntryKind::Dir) {
+                if !matches!(entry.kind, EntryKind::Dir) {
                     return Ok(false);
                 }
-                missing.push(want);
+                missing.push(entry);
             }
             Err(e) => return Err(fs_err("inspect", &host)(e)),
         }
     }
-    missing.sort_by_key(|want| want.entry.path.matches('/').count());
-    for want in missing {
-        let host = upper.join(&want.entry.path);
+    missing.sort_by_key(|entry| entry.path.matches('/').count());
+    for entry in missing {
+        let host = upper.join(&entry.path);
         std::fs::create_dir(&host).map_err(fs_err("create", &host))?;
-        rustix::fs::chmod(&host, Mode::from_raw_mode(want.entry.mode & 0o7777))
+        rustix::fs::chmod(&host, Mode::from_raw_mode(entry.mode & 0o7777))
             .map_err(|e| fs_err("set the mode of", &host)(e.into()))?;
         // As the snapshot writer: the owner where this process may give it.
-        let _ = std::os::unix::fs::lchown(&host, Some(want.entry.uid), Some(want.entry.gid));
+        let _ = std::os::unix::fs::lchown(&host, Some(entry.uid), Some(entry.gid));
     }
     Ok(true)
 }

@@ -1273,13 +1273,12 @@ pub(crate) fn commit_layer_at(
     };
     // Adopting only touches what the blob does not read (times, xattrs, dropped paths), so
     // it may come first.
-    let adopted = match snapshot {
-        SnapshotPlan::AdoptUpper(upper) => layer::adopt_upper(upper, &entries)?.then_some(upper),
-        SnapshotPlan::OnFirstUse | SnapshotPlan::WriteNow => None,
-    };
-    let snapshot_dir = match snapshot {
-        SnapshotPlan::WriteNow => Some(store.temp_dir()?),
-        SnapshotPlan::OnFirstUse | SnapshotPlan::AdoptUpper(_) => None,
+    let (adopted, snapshot_dir) = match snapshot {
+        SnapshotPlan::AdoptUpper(upper) => {
+            (layer::adopt_upper(upper, &entries)?.then_some(upper), None)
+        }
+        SnapshotPlan::WriteNow => (None, Some(store.temp_dir()?)),
+        SnapshotPlan::OnFirstUse => (None, None),
     };
     let summary = layer::write_layer(
         entries,
